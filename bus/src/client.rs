@@ -1,0 +1,447 @@
+//! [`Bus`]: one MQTT connection per process, with the guarantees every pvbus process
+//! needs and that rumqttc leaves to its user:
+//!
+//! - a last will (`<base>/<process>/status` = `offline`, retained) and `online` after every
+//!   connection;
+//! - subscriptions re-issued after every reconnect (with a clean session the broker forgets
+//!   them);
+//! - the process's own retained state republished after every reconnect, so that a broker
+//!   that lost its memory gets it back;
+//! - reconnect with exponential backoff and jitter, so that a broker restart is not met by
+//!   every process at the same millisecond;
+//! - publishing never blocks: publications go through an unbounded queue to a forwarding
+//!   task, so a task that consumes incoming messages and publishes in reply cannot
+//!   deadlock against rumqttc's bounded request channel. While disconnected that queue is
+//!   drained by dropping (retained state is kept in a map and replayed), so an outage does
+//!   not grow memory;
+//! - TCP_NODELAY, because our messages are small and latency matters more than packets.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::{AsyncClient, ConnectionError, EventLoop, LastWill, MqttOptions, Packet, QoS};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+
+use crate::config::BusConfig;
+use crate::contract::{ErrorReport, OFFLINE, ONLINE, now_ts};
+use crate::topics::Topics;
+
+/// A message received from the bus.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Bytes,
+    /// Set when the broker replayed a retained message (or a publisher set the flag).
+    pub retain: bool,
+}
+
+impl Message {
+    /// The payload as text, with an error that names the topic.
+    pub fn text(&self) -> Result<&str, BusError> {
+        std::str::from_utf8(&self.payload).map_err(|_| BusError::NotUtf8 {
+            topic: self.topic.clone(),
+        })
+    }
+}
+
+/// What the inbox yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Connected (again): subscriptions and retained state are being re-sent.
+    Connected,
+    /// The connection was lost; the client is reconnecting by itself.
+    Disconnected,
+    Message(Message),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("payload on {topic} is not UTF-8 text")]
+    NotUtf8 { topic: String },
+    #[error("the bus connection of this process has been shut down")]
+    Closed,
+}
+
+/// Receiving side of a [`Bus`]; one per process.
+pub struct Inbox {
+    rx: mpsc::Receiver<Event>,
+}
+
+impl Inbox {
+    /// The next event, or `None` once the bus has been shut down.
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+}
+
+enum Outgoing {
+    Publish {
+        topic: String,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+    },
+    Subscribe(Vec<String>),
+    /// Publish `offline`, then disconnect.
+    Shutdown,
+}
+
+#[derive(Default)]
+struct Remembered {
+    subscriptions: Vec<String>,
+    retained: BTreeMap<String, Bytes>,
+}
+
+struct Inner {
+    process: String,
+    topics: Topics,
+    tx: mpsc::UnboundedSender<Outgoing>,
+    remembered: Mutex<Remembered>,
+    connected: watch::Receiver<bool>,
+    stopped: Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+/// Handle to the bus connection of this process. Cheap to clone; every method returns at
+/// once (the work is done by the connection's own tasks).
+#[derive(Clone)]
+pub struct Bus {
+    inner: Arc<Inner>,
+}
+
+/// How many incoming events may wait for the process before the connection stops
+/// reading from the socket (back-pressure onto the broker, not unbounded memory).
+const INBOX_CAPACITY: usize = 512;
+
+impl Bus {
+    /// Connects in the background and returns at once. `process` names the process on
+    /// the bus (`<base>/<process>/status`); it must be a valid topic level.
+    pub fn connect(cfg: &BusConfig, process: &str) -> (Bus, Inbox) {
+        let topics = Topics::new(cfg.base.clone());
+        let status_topic = topics.process_status(process);
+        let (host, port) = cfg.endpoint();
+        let client_id = format!("{}{}", cfg.client_id_prefix, process);
+
+        let mut options = MqttOptions::new(client_id, host, port);
+        options.set_keep_alive(Duration::from_secs(cfg.keep_alive_secs.max(5)));
+        options.set_clean_session(true);
+        options.set_max_packet_size(cfg.max_packet_size, cfg.max_packet_size);
+        options.set_last_will(LastWill::new(
+            status_topic.clone(),
+            OFFLINE,
+            QoS::AtLeastOnce,
+            true,
+        ));
+        if let Some(user) = &cfg.username {
+            options.set_credentials(user.clone(), cfg.password.clone().unwrap_or_default());
+        }
+        let (client, mut eventloop) = AsyncClient::new(options, 64);
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        network.set_connection_timeout(5);
+        eventloop.set_network_options(network);
+
+        let (tx, out_rx) = mpsc::unbounded_channel();
+        let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
+        let (connected_tx, connected_rx) = watch::channel(false);
+        let (stopped_tx, stopped_rx) = oneshot::channel();
+
+        let inner = Arc::new(Inner {
+            process: process.to_string(),
+            topics,
+            tx,
+            remembered: Mutex::new(Remembered::default()),
+            connected: connected_rx.clone(),
+            stopped: Mutex::new(Some(stopped_rx)),
+        });
+        let bus = Bus { inner };
+
+        tokio::spawn(forward(client, out_rx, connected_rx, status_topic));
+        tokio::spawn(drive(
+            eventloop,
+            bus.clone_weak_view(),
+            inbox_tx,
+            connected_tx,
+            stopped_tx,
+        ));
+        (bus, Inbox { rx: inbox_rx })
+    }
+
+    fn clone_weak_view(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    pub fn topics(&self) -> &Topics {
+        &self.inner.topics
+    }
+
+    pub fn process(&self) -> &str {
+        &self.inner.process
+    }
+
+    pub fn is_connected(&self) -> bool {
+        *self.inner.connected.borrow()
+    }
+
+    /// Waits until connected (or returns at once if already).
+    pub async fn wait_connected(&self) {
+        let mut rx = self.inner.connected.clone();
+        let _ = rx.wait_for(|c| *c).await;
+    }
+
+    /// Subscribes at QoS 1, now and after every reconnect.
+    pub fn subscribe(&self, filter: impl Into<String>) {
+        let filter = filter.into();
+        {
+            let mut r = self.lock();
+            if !r.subscriptions.contains(&filter) {
+                r.subscriptions.push(filter.clone());
+            }
+        }
+        let _ = self.inner.tx.send(Outgoing::Subscribe(vec![filter]));
+    }
+
+    /// A non-retained message at QoS 1 (commands, events, decisions).
+    pub fn publish(&self, topic: impl Into<String>, payload: impl Into<Bytes>) {
+        self.send(topic.into(), payload.into(), QoS::AtLeastOnce, false);
+    }
+
+    /// A non-retained message at QoS 0: frequent, disposable (heartbeats).
+    pub fn publish_volatile(&self, topic: impl Into<String>, payload: impl Into<Bytes>) {
+        self.send(topic.into(), payload.into(), QoS::AtMostOnce, false);
+    }
+
+    /// Retained state at QoS 1, remembered and republished after every reconnect.
+    pub fn publish_retained(&self, topic: impl Into<String>, payload: impl Into<Bytes>) {
+        let topic = topic.into();
+        let payload = payload.into();
+        self.lock().retained.insert(topic.clone(), payload.clone());
+        self.send(topic, payload, QoS::AtLeastOnce, true);
+    }
+
+    /// Removes a retained message of ours from the broker (empty retained payload).
+    pub fn clear_retained(&self, topic: impl Into<String>) {
+        let topic = topic.into();
+        self.lock().retained.remove(&topic);
+        self.send(topic, Bytes::new(), QoS::AtLeastOnce, true);
+    }
+
+    /// Answers an invalid command on `<base>/<process>/error`, and logs it.
+    pub fn report_error(&self, command_topic: &str, error: impl std::fmt::Display) {
+        let report = ErrorReport {
+            ts: now_ts(),
+            topic: command_topic.to_string(),
+            error: error.to_string(),
+        };
+        warn!(topic = command_topic, error = %report.error, "rejected command");
+        let json = serde_json::to_vec(&report).expect("error report serialises");
+        self.publish(self.inner.topics.process_error(&self.inner.process), json);
+    }
+
+    /// Publishes `offline`, disconnects cleanly and waits (at most 2 s) until done.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.tx.send(Outgoing::Shutdown);
+        let stopped = self.inner.stopped.lock().expect("bus lock").take();
+        if let Some(stopped) = stopped {
+            let _ = tokio::time::timeout(Duration::from_secs(2), stopped).await;
+        }
+    }
+
+    fn send(&self, topic: String, payload: Bytes, qos: QoS, retain: bool) {
+        let _ = self.inner.tx.send(Outgoing::Publish {
+            topic,
+            payload,
+            qos,
+            retain,
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Remembered> {
+        self.inner.remembered.lock().expect("bus lock poisoned")
+    }
+}
+
+/// Moves publications from the unbounded queue into rumqttc. Awaiting rumqttc's bounded
+/// channel here is safe: the event loop task that drains it never waits for this task.
+async fn forward(
+    client: AsyncClient,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    connected: watch::Receiver<bool>,
+    status_topic: String,
+) {
+    let mut dropped: u64 = 0;
+    while let Some(item) = rx.recv().await {
+        let is_connected = *connected.borrow();
+        match item {
+            Outgoing::Publish {
+                topic,
+                payload,
+                qos,
+                retain,
+            } => {
+                if !is_connected {
+                    // Retained state is replayed from memory on reconnect; the rest would
+                    // be stale by then.
+                    dropped += 1;
+                    debug!(%topic, dropped, "not connected: publication dropped");
+                    continue;
+                }
+                if client
+                    .publish_bytes(topic, qos, retain, payload)
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            Outgoing::Subscribe(filters) => {
+                if !is_connected {
+                    continue; // re-issued on connect
+                }
+                let subs = filters
+                    .into_iter()
+                    .map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
+                if client.subscribe_many(subs).await.is_err() {
+                    break;
+                }
+            }
+            Outgoing::Shutdown => {
+                if is_connected {
+                    let _ = client
+                        .publish(status_topic.clone(), QoS::AtLeastOnce, true, OFFLINE)
+                        .await;
+                }
+                let _ = client.disconnect().await;
+                break;
+            }
+        }
+    }
+}
+
+/// Polls the rumqttc event loop: reconnects with backoff, replays subscriptions and
+/// retained state on every ConnAck, and hands incoming publishes to the inbox.
+async fn drive(
+    mut eventloop: EventLoop,
+    bus: std::sync::Weak<Inner>,
+    inbox: mpsc::Sender<Event>,
+    connected: watch::Sender<bool>,
+    stopped: oneshot::Sender<()>,
+) {
+    let mut backoff = Backoff::new();
+    let mut failures: u32 = 0;
+    loop {
+        match eventloop.poll().await {
+            Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => {
+                let Some(inner) = bus.upgrade() else { break };
+                info!(process = %inner.process, "connected to the bus");
+                failures = 0;
+                backoff.reset();
+                connected.send_replace(true);
+                replay(&inner);
+                let _ = inbox.send(Event::Connected).await;
+            }
+            Ok(rumqttc::Event::Incoming(Packet::Publish(p))) => {
+                let msg = Message {
+                    topic: p.topic,
+                    payload: p.payload,
+                    retain: p.retain,
+                };
+                if inbox.send(Event::Message(msg)).await.is_err() {
+                    // Nobody listens any more; keep the connection for publishing.
+                }
+            }
+            Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
+            Ok(_) => {}
+            Err(ConnectionError::RequestsDone) => break,
+            Err(e) => {
+                let was_connected = connected.send_replace(false);
+                if was_connected {
+                    let _ = inbox.send(Event::Disconnected).await;
+                }
+                failures += 1;
+                let delay = backoff.next_delay();
+                if failures == 1 {
+                    warn!(error = %e, "bus connection lost or refused; retrying");
+                } else {
+                    debug!(error = %e, failures, ?delay, "bus still unreachable");
+                }
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+    connected.send_replace(false);
+    let _ = stopped.send(());
+}
+
+fn replay(inner: &Inner) {
+    let _ = inner.tx.send(Outgoing::Publish {
+        topic: inner.topics.process_status(&inner.process),
+        payload: Bytes::from_static(ONLINE.as_bytes()),
+        qos: QoS::AtLeastOnce,
+        retain: true,
+    });
+    let r = inner.remembered.lock().expect("bus lock poisoned");
+    if !r.subscriptions.is_empty() {
+        let _ = inner.tx.send(Outgoing::Subscribe(r.subscriptions.clone()));
+    }
+    for (topic, payload) in &r.retained {
+        let _ = inner.tx.send(Outgoing::Publish {
+            topic: topic.clone(),
+            payload: payload.clone(),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+        });
+    }
+}
+
+/// 200 ms doubling to 10 s, with up to 25 % jitter.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(200);
+    const MAX: Duration = Duration::from_secs(10);
+
+    fn new() -> Backoff {
+        Backoff { next: Self::FIRST }
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        // Cheap jitter without a RNG dependency: the clock's nanoseconds and our pid.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+            ^ std::process::id().wrapping_mul(2_654_435_761);
+        let jitter = base.mul_f64(f64::from(seed % 1000) / 4000.0);
+        base + jitter
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let mut b = Backoff::new();
+        let first = b.next_delay();
+        assert!(first >= Backoff::FIRST && first <= Backoff::FIRST.mul_f64(1.25));
+        for _ in 0..20 {
+            b.next_delay();
+        }
+        let capped = b.next_delay();
+        assert!(capped >= Backoff::MAX && capped <= Backoff::MAX.mul_f64(1.25));
+        b.reset();
+        assert!(b.next_delay() <= Backoff::FIRST.mul_f64(1.25));
+    }
+}
