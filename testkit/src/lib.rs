@@ -110,10 +110,21 @@ impl Mosquitto {
     }
 
     pub fn start_on(port: u16) -> Mosquitto {
+        // A config file rather than `-p`: without `set_tcp_nodelay true` mosquitto's
+        // replies wait on Nagle's algorithm and delayed ACKs (tens of milliseconds).
+        let conf = std::env::temp_dir().join(format!("pvbus-testkit-mosquitto-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n"
+            ),
+        )
+        .expect("write mosquitto.conf");
         let child = Child::spawn(
             "mosquitto",
             Command::new("mosquitto")
-                .args(["-p", &port.to_string()])
+                .arg("-c")
+                .arg(&conf)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         );
