@@ -352,7 +352,10 @@ async fn drive(
                     // Nobody listens any more; keep the connection for publishing.
                 }
             }
-            Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
+            Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                drain_until_closed(&mut eventloop).await;
+                break;
+            }
             Ok(_) => {}
             Err(ConnectionError::RequestsDone) => break,
             Err(e) => {
@@ -373,6 +376,21 @@ async fn drive(
     }
     connected.send_replace(false);
     let _ = stopped.send(());
+}
+
+/// After our DISCONNECT, reads until the broker closes the connection (or 1 s passes).
+/// Dropping the socket while the broker's acknowledgements sit unread in our receive
+/// buffer makes the kernel send RST instead of FIN, and a broker that receives RST
+/// discards what it had not read yet: the last publications, even the DISCONNECT, so the
+/// last will would announce `offline` for a clean stop too.
+async fn drain_until_closed(eventloop: &mut EventLoop) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        match tokio::time::timeout_at(deadline, eventloop.poll()).await {
+            Ok(Ok(_)) => continue,
+            Ok(Err(_)) | Err(_) => return,
+        }
+    }
 }
 
 fn replay(inner: &Inner) {

@@ -164,6 +164,156 @@ impl Topics {
         format!("{}/rules/heartbeat", self.base)
     }
 
+    // --- Home Assistant and shell commands (added for pvbus-homeassistant, pvbus-cli) ---
+
+    /// Every device availability: `<base>/+/+/availability`.
+    pub fn device_availability_filter(&self) -> String {
+        format!("{}/+/+/availability", self.base)
+    }
+
+    /// `(bridge, device)` of a device availability topic.
+    pub fn parse_device_availability<'t>(&self, topic: &'t str) -> Option<(&'t str, &'t str)> {
+        let rest = self.strip_base(topic)?;
+        let mut parts = rest.split('/');
+        let (bridge, device, leaf) = (parts.next()?, parts.next()?, parts.next()?);
+        (leaf == "availability" && parts.next().is_none()).then_some((bridge, device))
+    }
+
+    /// `<process>` of a process status topic (`<base>/<process>/status`).
+    pub fn parse_process_status<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        let (process, leaf) = self.strip_base(topic)?.split_once('/')?;
+        (leaf == "status" && !process.is_empty()).then_some(process)
+    }
+
+    /// Every rule status: `<base>/rules/+/status`.
+    pub fn rule_status_filter(&self) -> String {
+        format!("{}/rules/+/status", self.base)
+    }
+
+    /// The relay id of a rule status topic.
+    pub fn parse_rule_status<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        let rest = self.strip_base(topic)?.strip_prefix("rules/")?;
+        let (relay, leaf) = rest.split_once('/')?;
+        (leaf == "status" && !relay.is_empty()).then_some(relay)
+    }
+
+    /// `<base>/<client>/sync`: a client publishes here (not retained) after subscribing,
+    /// on a topic it is itself subscribed to. Brokers deliver in order, so when the
+    /// message comes back every retained message of the earlier subscriptions has
+    /// arrived: an event, instead of guessing how long the retained burst lasts.
+    pub fn sync(&self, client: &str) -> String {
+        format!("{}/{client}/sync", self.base)
+    }
+
+    // --- device settings (written by the VE.Direct bridge over HEX) --------------------
+
+    /// `<base>/<bridge>/<device>/<setting>`: a device setting as the device confirmed it,
+    /// retained (e.g. `pvbus/vedirect/mppt_roof/load_output` = `on`).
+    pub fn device_setting(&self, bridge: &str, device: &str, setting: &str) -> String {
+        format!("{}/{bridge}/{device}/{setting}", self.base)
+    }
+
+    /// `<base>/<bridge>/<device>/<setting>/set`: the command that changes it, never retained.
+    pub fn device_setting_set(&self, bridge: &str, device: &str, setting: &str) -> String {
+        format!("{}/{bridge}/{device}/{setting}/set", self.base)
+    }
+
+    /// Every setting command of one bridge: `<base>/<bridge>/+/+/set`.
+    pub fn device_setting_set_filter(&self, bridge: &str) -> String {
+        format!("{}/{bridge}/+/+/set", self.base)
+    }
+
+    /// `(device, setting)` of a setting command topic of `bridge`.
+    pub fn parse_device_setting_set<'t>(
+        &self,
+        bridge: &str,
+        topic: &'t str,
+    ) -> Option<(&'t str, &'t str)> {
+        let rest = self
+            .strip_base(topic)?
+            .strip_prefix(bridge)?
+            .strip_prefix('/')?;
+        let mut parts = rest.split('/');
+        let (device, setting, set) = (parts.next()?, parts.next()?, parts.next()?);
+        (set == "set" && parts.next().is_none() && !device.is_empty() && !setting.is_empty())
+            .then_some((device, setting))
+    }
+
+    // --- supervisor (added by the supervisor's author, issue 2) ------------------------
+
+    /// `<base>/supervisor/processes`: the children of `pvbus run` (pid, state, restarts,
+    /// last exit) as one JSON object, retained.
+    pub fn supervisor_processes(&self) -> String {
+        format!("{}/supervisor/processes", self.base)
+    }
+
+    // --- local panel: `tm1638` and `lcd` (added by the panel's author, issue 7) --------
+
+    /// `<base>/<panel>/<item>`: what a panel shows, retained (`tm1638/display`,
+    /// `tm1638/led/3`, `lcd/line/1`, `lcd/backlight`, ...).
+    pub fn panel_item(&self, panel: &str, item: &str) -> String {
+        format!("{}/{panel}/{item}", self.base)
+    }
+
+    /// `<base>/<panel>/<item>/set`: the command that changes it, never retained.
+    pub fn panel_item_set(&self, panel: &str, item: &str) -> String {
+        format!("{}/{panel}/{item}/set", self.base)
+    }
+
+    /// Every command of one panel: `<base>/<panel>/+/set` and `<base>/<panel>/+/+/set`.
+    pub fn panel_command_filters(&self, panel: &str) -> [String; 2] {
+        [
+            format!("{}/{panel}/+/set", self.base),
+            format!("{}/{panel}/+/+/set", self.base),
+        ]
+    }
+
+    /// The item of a panel command topic (`display`, `led/3`).
+    pub fn parse_panel_command<'t>(&self, panel: &str, topic: &'t str) -> Option<&'t str> {
+        let item = self
+            .strip_base(topic)?
+            .strip_prefix(panel)?
+            .strip_prefix('/')?
+            .strip_suffix("/set")?;
+        (!item.is_empty() && !item.split('/').any(str::is_empty)).then_some(item)
+    }
+
+    /// `<base>/<panel>/button/<button>`: one event per press, not retained.
+    pub fn panel_button(&self, panel: &str, button: &str) -> String {
+        format!("{}/{panel}/button/{button}", self.base)
+    }
+
+    /// `<base>/<panel>/sim/press`: presses a button of the simulated panel; subscribed
+    /// only when the panel runs on the sim backend.
+    pub fn panel_sim_press(&self, panel: &str) -> String {
+        format!("{}/{panel}/sim/press", self.base)
+    }
+
+    // --- plugins (added by the plugins' author, issue 8) ---------------------------------
+
+    /// `<base>/plugins/<id>/health`: how `pvbus plugins` sees one plugin (state, pid,
+    /// restarts, last exit, online, problem) as JSON, retained.
+    pub fn plugin_health(&self, id: &str) -> String {
+        format!("{}/plugins/{id}/health", self.base)
+    }
+
+    /// Every plugin's health: `<base>/plugins/+/health`.
+    pub fn plugin_health_filter(&self) -> String {
+        format!("{}/plugins/+/health", self.base)
+    }
+
+    /// A topic relative to the base prefix made absolute (`relays/pump/state` ->
+    /// `pvbus/relays/pump/state`): dynamic-library plugins name topics relatively, so
+    /// that they cannot write outside their installation.
+    pub fn absolute(&self, relative: &str) -> String {
+        format!("{}/{}", self.base, relative.trim_start_matches('/'))
+    }
+
+    /// The part of `topic` after the base prefix, if it is under it.
+    pub fn relative<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        self.strip_base(topic)
+    }
+
     fn strip_base<'t>(&self, topic: &'t str) -> Option<&'t str> {
         topic.strip_prefix(self.base.as_str())?.strip_prefix('/')
     }
@@ -214,6 +364,30 @@ mod tests {
     }
 
     #[test]
+    fn device_setting_commands_parse() {
+        let t = Topics::default();
+        let set = t.device_setting_set("vedirect", "mppt", "load_output");
+        assert_eq!(set, "pvbus/vedirect/mppt/load_output/set");
+        assert_eq!(
+            t.parse_device_setting_set("vedirect", &set),
+            Some(("mppt", "load_output"))
+        );
+        assert_eq!(
+            t.device_setting_set_filter("vedirect"),
+            "pvbus/vedirect/+/+/set"
+        );
+        for not in [
+            "pvbus/vedirect/mppt/load_output",
+            "pvbus/vedirect/mppt/load_output/set/x",
+            "pvbus/vedirectx/mppt/load_output/set",
+            "pvbus/relays/mppt/load_output/set",
+            "pvbus/vedirect//load_output/set",
+        ] {
+            assert_eq!(t.parse_device_setting_set("vedirect", not), None, "{not}");
+        }
+    }
+
+    #[test]
     fn device_topics_parse() {
         let t = Topics::default();
         assert_eq!(
@@ -225,5 +399,57 @@ mod tests {
             None
         );
         assert_eq!(t.parse_device_state("pvbus/relays/pump/mode/set"), None);
+    }
+
+    // Local panel (pvbus-panel).
+    #[test]
+    fn panel_commands_parse() {
+        let t = Topics::new("home/pv");
+        assert_eq!(
+            t.panel_item_set("tm1638", "led/3"),
+            "home/pv/tm1638/led/3/set"
+        );
+        assert_eq!(
+            t.parse_panel_command("tm1638", "home/pv/tm1638/led/3/set"),
+            Some("led/3")
+        );
+        assert_eq!(
+            t.parse_panel_command("lcd", "home/pv/lcd/page/set"),
+            Some("page")
+        );
+        for not in [
+            "home/pv/lcd/page",
+            "home/pv/lcd/set",
+            "home/pv/lcd//set",
+            "home/pv/tm1638/page/set",
+            "pvbus/lcd/page/set",
+        ] {
+            assert_eq!(t.parse_panel_command("lcd", not), None, "{not}");
+        }
+    }
+
+    // Home Assistant and shell commands (pvbus-homeassistant, pvbus-cli).
+    #[test]
+    fn availability_status_and_rule_topics_parse() {
+        let t = Topics::new("home/pv");
+        assert_eq!(
+            t.parse_device_availability("home/pv/vedirect/bmv/availability"),
+            Some(("vedirect", "bmv"))
+        );
+        assert_eq!(
+            t.parse_device_availability("home/pv/vedirect/bmv/state"),
+            None
+        );
+        assert_eq!(
+            t.parse_process_status("home/pv/relays/status"),
+            Some("relays")
+        );
+        assert_eq!(t.parse_process_status("home/pv/rules/pump/status"), None);
+        assert_eq!(
+            t.parse_rule_status("home/pv/rules/pump/status"),
+            Some("pump")
+        );
+        assert_eq!(t.parse_rule_status("home/pv/rules/status"), None);
+        assert_eq!(t.sync("cli_1"), "home/pv/cli_1/sync");
     }
 }

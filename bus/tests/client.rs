@@ -148,3 +148,39 @@ async fn consume_and_publish_from_one_task_does_not_deadlock() {
     assert_eq!(echo.await.unwrap(), N, "echo task stalled");
     assert_eq!(received, N, "not every echo arrived");
 }
+
+/// The last publications before a clean shutdown reach the broker, and the status ends
+/// `offline` by our own publication, not by the last will. Dropping the socket with
+/// unread acknowledgements would reset the connection and lose them.
+#[tokio::test(flavor = "current_thread")]
+async fn last_publications_survive_shutdown() {
+    let broker = Mosquitto::start();
+    let rec = Recorder::start(broker.addr(), "pvbus/#");
+    for round in 0..10 {
+        let (bus, _inbox) = Bus::connect(&BusConfig::at(broker.addr()), "closer");
+        bus.wait_connected().await;
+        for i in 0..50 {
+            bus.publish_retained(format!("pvbus/closer/d{i}/state"), format!("{round}"));
+        }
+        bus.shutdown().await;
+        let r = rec.clone();
+        let want = round.to_string();
+        tokio::task::spawn_blocking(move || {
+            for i in 0..50 {
+                r.expect(&format!("pvbus/closer/d{i}/state"), &want, Duration::from_secs(5));
+            }
+            r.expect("pvbus/closer/status", "offline", Duration::from_secs(5));
+        })
+        .await
+        .unwrap();
+    }
+    // A will would also say `offline`: check the broker saw a clean DISCONNECT by
+    // counting `offline` messages: exactly one per round (ours), never a second (the will).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let offline = rec
+        .all()
+        .iter()
+        .filter(|s| s.topic == "pvbus/closer/status" && s.payload == "offline")
+        .count();
+    assert_eq!(offline, 10, "a last will fired: the DISCONNECT was lost");
+}

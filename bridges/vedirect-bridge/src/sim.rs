@@ -1,0 +1,287 @@
+//! `pvbus sim vedirect`: a simulated Victron device on a pseudo-terminal, so that the
+//! bridge (and the demo, and the tests) read real VE.Direct bytes through a real tty.
+//!
+//! The device model is `vedirect::sim::Simulator` (pure, driven by virtual time); this
+//! module gives it a pty, a clock and a symlink:
+//! - a text block every real second, at the virtual time `start + elapsed x time_scale`;
+//! - HEX requests read from the pty and answered at once, between blocks;
+//! - the pty's slave path published through `--link`, replaced atomically, removed on exit,
+//!   so that a bridge configured with the link survives the simulator being restarted.
+//!
+//! Like a real UART, the simulator does not wait for a reader: while nobody has the port
+//! open, blocks are dropped rather than queued.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use pvbus_bus::Shutdown;
+use serialport::{ClearBuffer, SerialPort, TTYPort};
+use tracing::{debug, info, warn};
+use vedirect::sim::{DeviceKind, SimOptions, Simulator};
+
+/// `pvbus sim vedirect`.
+#[derive(Debug, clap::Args)]
+#[command(
+    about = "Simulate a Victron VE.Direct device on a pseudo-terminal",
+    long_about = "Writes real VE.Direct text blocks (one per second) following a day curve \
+(night, bulk, absorption, float with surplus) into a pseudo-terminal, and answers HEX \
+gets and sets, including the volatile charge current limit, which the device forgets a \
+minute after the last write. The pty's path is published as the symlink --link, which \
+the bridge's [[vedirect.ports]] path points to."
+)]
+pub struct Cli {
+    /// Which device: mppt, bmv, smartshunt or phoenix.
+    #[arg(long, value_parser = parse_kind)]
+    pub kind: DeviceKind,
+    /// Symlink to create to the pty (e.g. /tmp/pvbus-demo/mppt); replaced if it exists.
+    #[arg(long, value_name = "PATH")]
+    pub link: PathBuf,
+    /// Serial number (SER#) of the simulated device.
+    #[arg(long)]
+    pub serial: Option<String>,
+    /// Virtual seconds per real second (60 runs a day in 24 minutes).
+    #[arg(long, default_value_t = 1.0, value_parser = parse_scale)]
+    pub time_scale: f64,
+    /// Time of day (UTC) at which the simulation starts, e.g. 10:30; now when absent.
+    #[arg(long, value_name = "HH:MM", value_parser = parse_time_of_day)]
+    pub start_time: Option<u32>,
+}
+
+fn parse_kind(s: &str) -> Result<DeviceKind, String> {
+    s.parse::<DeviceKind>().map_err(|e| e.to_string())
+}
+
+fn parse_scale(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.001..=100_000.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?}: expected a number from 0.001 to 100000")),
+    }
+}
+
+/// `HH:MM` to seconds after midnight.
+fn parse_time_of_day(s: &str) -> Result<u32, String> {
+    let bad = || format!("{s:?}: expected HH:MM, e.g. 06:30");
+    let (h, m) = s.split_once(':').ok_or_else(bad)?;
+    let (h, m): (u32, u32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if h > 23 || m > 59 || s.len() > 5 {
+        return Err(bad());
+    }
+    Ok(h * 3600 + m * 60)
+}
+
+fn default_serial(kind: DeviceKind) -> &'static str {
+    match kind {
+        DeviceKind::Mppt => "HQ2150SIM01",
+        DeviceKind::Bmv => "HQ2150SIM02",
+        DeviceKind::SmartShunt => "HQ2150SIM03",
+        DeviceKind::Phoenix => "HQ2150SIM04",
+    }
+}
+
+/// Virtual time: unix seconds of the simulated world.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    start_real: std::time::Instant,
+    start_virtual: f64,
+    scale: f64,
+}
+
+impl Clock {
+    fn new(start_time: Option<u32>, scale: f64) -> Clock {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let start_virtual = match start_time {
+            Some(secs) => (now / 86_400.0).floor() * 86_400.0 + f64::from(secs),
+            None => now,
+        };
+        Clock {
+            start_real: std::time::Instant::now(),
+            start_virtual,
+            scale,
+        }
+    }
+
+    fn now(&self) -> f64 {
+        self.start_virtual + self.start_real.elapsed().as_secs_f64() * self.scale
+    }
+}
+
+/// The device side of the pty: one writer shared by the block loop and the HEX answers,
+/// so that a reply never lands in the middle of a block.
+struct Wire {
+    master: Mutex<TTYPort>,
+    /// Kept open so that the pty lives while no bridge has it open (and so that reads
+    /// on the master block instead of failing), and to drop what nobody read.
+    slave: Mutex<TTYPort>,
+}
+
+impl Wire {
+    fn send(&self, bytes: &[u8]) {
+        let mut master = self.master.lock().expect("pty lock");
+        match master.write_all(bytes) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                // Nobody reads: a UART would not wait either. Drop what is buffered so
+                // that the next reader starts with fresh data.
+                debug!("no reader on the pty; output dropped");
+                let _ = self
+                    .slave
+                    .lock()
+                    .expect("pty lock")
+                    .clear(ClearBuffer::Input);
+            }
+            Err(e) => warn!(error = %e, "writing to the pty failed"),
+        }
+    }
+}
+
+/// Runs the simulator until SIGTERM/Ctrl-C.
+pub async fn main(cli: Cli) -> anyhow::Result<()> {
+    pvbus_bus::logging::init("sim-vedirect");
+    let (shutdown, _trigger) = Shutdown::on_signals();
+    run(cli, shutdown).await
+}
+
+/// The simulator loop, stopped by `shutdown`.
+pub async fn run(cli: Cli, mut shutdown: Shutdown) -> anyhow::Result<()> {
+    let serial = cli
+        .serial
+        .clone()
+        .unwrap_or_else(|| default_serial(cli.kind).to_string());
+    let (mut master, slave) = TTYPort::pair().context("cannot create a pseudo-terminal")?;
+    let slave_path = slave.name().context("the pseudo-terminal has no path")?;
+    // A short write timeout is how "nobody reads" shows (the pty buffer is full).
+    master.set_timeout(Duration::from_millis(100))?;
+    let mut reader = master.try_clone_native()?;
+    reader.set_timeout(Duration::from_secs(3600))?;
+    link(&cli.link, Path::new(&slave_path))?;
+    info!(kind = %cli.kind, serial = %serial, pty = %slave_path, link = %cli.link.display(), "simulated VE.Direct device ready");
+
+    let wire = Arc::new(Wire {
+        master: Mutex::new(master),
+        slave: Mutex::new(slave),
+    });
+    let sim = Arc::new(Mutex::new(Simulator::new(
+        cli.kind,
+        &serial,
+        SimOptions::default(),
+    )));
+    let clock = Clock::new(cli.start_time, cli.time_scale);
+
+    {
+        let (wire, sim) = (wire.clone(), sim.clone());
+        std::thread::Builder::new()
+            .name("sim-hex".into())
+            .stack_size(128 * 1024)
+            .spawn(move || answer_hex(&mut reader, &wire, &sim, clock))?;
+    }
+
+    // Blocks once per real second, whatever the time scale: that is the device's pace.
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            _ = tick.tick() => {
+                let block = sim.lock().expect("sim lock").text_block(clock.now());
+                wire.send(&block);
+            }
+        }
+    }
+    unlink(&cli.link, Path::new(&slave_path));
+    info!("simulator stopped");
+    Ok(())
+}
+
+/// Reads HEX requests line by line and writes the device's answers.
+fn answer_hex(reader: &mut TTYPort, wire: &Wire, sim: &Mutex<Simulator>, clock: Clock) {
+    let mut line: Vec<u8> = Vec::with_capacity(64);
+    let mut buf = [0u8; 128];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                for &b in &buf[..n] {
+                    if b == b':' {
+                        line.clear();
+                    }
+                    if line.len() < 256 {
+                        line.push(b);
+                    }
+                    if b == b'\n' {
+                        let answer = sim.lock().expect("sim lock").handle_hex(&line, clock.now());
+                        line.clear();
+                        if !answer.is_empty() {
+                            wire.send(&answer);
+                        }
+                    }
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => {
+                warn!(error = %e, "reading the pty failed; HEX requests are no longer answered");
+                return;
+            }
+        }
+    }
+}
+
+/// Points `link` at `target`, replacing an old link atomically (rename over it).
+fn link(link: &Path, target: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = link.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the folder of --link {}", link.display()))?;
+    }
+    let tmp = link.with_extension(format!("tmp{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp)
+        .with_context(|| format!("cannot create the symlink {}", tmp.display()))?;
+    std::fs::rename(&tmp, link)
+        .with_context(|| format!("cannot create the symlink --link {}", link.display()))?;
+    Ok(())
+}
+
+/// Removes `link` if it still points at our pty (a newer simulator may have replaced it).
+fn unlink(link: &Path, target: &Path) {
+    if std::fs::read_link(link).ok().as_deref() == Some(target) {
+        let _ = std::fs::remove_file(link);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse_strictly() {
+        assert_eq!(parse_time_of_day("06:30"), Ok(6 * 3600 + 30 * 60));
+        for bad in ["24:00", "6h30", "06:60", "06:300", ""] {
+            assert!(parse_time_of_day(bad).is_err(), "{bad}");
+        }
+        assert!(parse_scale("0").is_err());
+        assert_eq!(parse_scale("60"), Ok(60.0));
+        assert!(parse_kind("inverter").is_err());
+    }
+
+    #[test]
+    fn the_link_is_replaced_and_removed_only_if_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = dir.path().join("sub/mppt");
+        link(&l, Path::new("/dev/pts/998")).unwrap();
+        link(&l, Path::new("/dev/pts/999")).unwrap();
+        assert_eq!(std::fs::read_link(&l).unwrap(), Path::new("/dev/pts/999"));
+        unlink(&l, Path::new("/dev/pts/998"));
+        assert!(std::fs::symlink_metadata(&l).is_ok(), "not ours: kept");
+        unlink(&l, Path::new("/dev/pts/999"));
+        assert!(std::fs::symlink_metadata(&l).is_err());
+    }
+}
