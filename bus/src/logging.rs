@@ -1,7 +1,9 @@
 //! Structured logs with `tracing`, on stderr. The level comes from `PVBUS_LOG` (or
 //! `RUST_LOG`), default `info`; `PVBUS_LOG_FORMAT=json` switches to one JSON object per
 //! line, for log collectors. Under the supervisor, children log plain lines and the
-//! supervisor prefixes them with the child's name.
+//! supervisor prefixes them with the child's name. rumqttd is silenced by default: it
+//! logs ERROR for ordinary client disconnects, and the broker crate reports its real
+//! failures itself.
 
 use tracing_subscriber::EnvFilter;
 
@@ -9,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 pub fn init(process: &str) {
     let filter = std::env::var("PVBUS_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info,rumqttd=warn,rumqttc=warn".to_string());
+        .unwrap_or_else(|_| "info,rumqttd=off,rumqttc=warn".to_string());
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("PVBUS_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt()
