@@ -169,7 +169,12 @@ pub async fn run(cli: Cli, mut shutdown: Shutdown) -> anyhow::Result<()> {
     let sim = Arc::new(Mutex::new(Simulator::new(
         cli.kind,
         &serial,
-        SimOptions::default(),
+        SimOptions {
+            // The real device forgets a volatile setting after 60 real seconds, whatever
+            // the speed of the simulated day.
+            volatile_timeout_s: Some(vedirect::sim::VOLATILE_TIMEOUT_S * cli.time_scale),
+            ..SimOptions::default()
+        },
     )));
     let clock = Clock::new(cli.start_time, cli.time_scale);
 

@@ -103,6 +103,10 @@ pub struct SimOptions {
     /// Firmware version word reported by ping / app version (`0x4401` = 4.01); default
     /// per kind.
     pub firmware: Option<u16>,
+    /// How long (in the simulator's virtual seconds) a volatile setting is kept after its
+    /// last write; `None` is the device's [`VOLATILE_TIMEOUT_S`]. The device's timer runs
+    /// in real time, so a simulator running N times faster than real time sets N x 60 s.
+    pub volatile_timeout_s: Option<f64>,
 }
 
 /// Charger state in the site model (a subset of the `CS` codes).
@@ -285,6 +289,11 @@ pub struct Simulator {
     relay_closed: bool,
     battery_capacity_ah: u16,
     firmware: Option<u16>,
+    /// Battery monitors alternate their two blocks by count, not by the parity of the
+    /// virtual second: a demo running 10x faster steps time by 10 and would otherwise
+    /// never send the history block.
+    next_is_history: bool,
+    volatile_timeout_s: f64,
 }
 
 /// The state a simulator reports at time `t` (after its HEX overrides).
@@ -321,6 +330,8 @@ impl Simulator {
             device_on: true,
             relay_closed: false,
             firmware: options.firmware,
+            next_is_history: false,
+            volatile_timeout_s: options.volatile_timeout_s.unwrap_or(VOLATILE_TIMEOUT_S),
         }
     }
 
@@ -352,7 +363,7 @@ impl Simulator {
     fn charge_limit_raw(&self, t: f64) -> u16 {
         let default = (self.site.charger_max_current_a * 10.0).round() as u16;
         match self.charge_limit {
-            Some((raw, set_at)) if t - set_at < VOLATILE_TIMEOUT_S => raw,
+            Some((raw, set_at)) if t - set_at < self.volatile_timeout_s => raw,
             _ => default,
         }
     }
@@ -398,14 +409,23 @@ impl Simulator {
     }
 
     /// One text block as the device sends it at time `t` (call once per second). Battery
-    /// monitors alternate their main and history blocks on even and odd seconds.
+    /// monitors alternate their main and history blocks, one per call.
     pub fn text_block(&mut self, t: f64) -> Vec<u8> {
-        let fields = self.text_fields(t);
+        let history = self.next_is_history;
+        if matches!(self.kind, DeviceKind::Bmv | DeviceKind::SmartShunt) {
+            self.next_is_history = !history;
+        }
+        let fields = self.block_fields(t, history);
         encode_block(&fields).expect("simulator fields respect the protocol limits")
     }
 
-    /// The `(label, value)` pairs of the block sent at `t`.
+    /// The `(label, value)` pairs of the block sent at `t`; battery monitors send their
+    /// history block on odd seconds.
     pub fn text_fields(&self, t: f64) -> Vec<(&'static str, String)> {
+        self.block_fields(t, (t.floor() as i64).rem_euclid(2) == 1)
+    }
+
+    fn block_fields(&self, t: f64, history: bool) -> Vec<(&'static str, String)> {
         let s = self.snapshot(t);
         let site = &s.site;
         let mv = |v: f64| format!("{}", (v * 1000.0).round() as i64);
@@ -463,7 +483,7 @@ impl Simulator {
                 ]
             }
             DeviceKind::Bmv | DeviceKind::SmartShunt => {
-                if (t.floor() as i64).rem_euclid(2) == 1 {
+                if history {
                     return self.history_fields(s);
                 }
                 let capacity = f64::from(self.battery_capacity_ah);

@@ -371,3 +371,21 @@ fn bmv_hex_registers_match_its_text_block() {
         );
     }
 }
+
+/// At any time scale a battery monitor sends both of its blocks in turn: the demo steps
+/// virtual time by 10 s per block, and a parity rule would only ever send one kind.
+#[test]
+fn battery_monitor_alternates_blocks_at_any_time_scale() {
+    let mut sim = Simulator::new(DeviceKind::Bmv, "HQTEST", SimOptions::default());
+    let mut acc = Accumulator::new();
+    let mut parser = Parser::new();
+    let mut complete = false;
+    for step in 0..4 {
+        let block = one_block(
+            &mut parser,
+            &sim.text_block(36_000.0 + 10.0 * f64::from(step)),
+        );
+        complete |= acc.update(&block);
+    }
+    assert!(complete, "main and history blocks never both arrived");
+}
