@@ -63,6 +63,10 @@ fn sections() -> Vec<Section> {
             },
         },
         Section {
+            name: "plugins",
+            check: |s| one(pvbus_plugins::config::load(s)),
+        },
+        Section {
             name: "tm1638",
             check: |s| one(pvbus_panel::load_tm1638(s)),
         },

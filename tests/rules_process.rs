@@ -5,6 +5,7 @@
 #[path = "support/brokers.rs"]
 mod brokers;
 
+use pvbus_bus::contract::{AutoSet, on_off};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -107,7 +108,14 @@ off = "bmv.battery_power < -200"
     tokio::spawn(async move {
         while let Ok(event) = eventloop.poll().await {
             if let Event::Incoming(Packet::Publish(p)) = event {
-                if p.topic.ends_with("/auto/set") || p.topic.ends_with("/status") {
+                if p.topic.ends_with("/auto/set") {
+                    // The command with its reason: keep the state for the record.
+                    let set = AutoSet::parse(&String::from_utf8_lossy(&p.payload))
+                        .expect("rules publish a valid auto/set");
+                    seen.lock()
+                        .unwrap()
+                        .push(format!("{} {}", p.topic, on_off(set.on)));
+                } else if p.topic.ends_with("/status") {
                     seen.lock().unwrap().push(format!(
                         "{} {}",
                         p.topic,
@@ -236,9 +244,12 @@ off = "bmv.battery_power < -200"
         g.topic == "pvbus/relays/water_heater/auto/set"
     })
     .await;
-    assert_eq!(on.payload, "ON");
+    let on = AutoSet::parse(&on.payload).unwrap();
+    assert!(on.on);
     let decision = next_matching(&mut rx, "decision", |g| g.topic == "pvbus/rules/decisions").await;
     let d: serde_json::Value = serde_json::from_str(&decision.payload).unwrap();
+    // The command carries the decision's reason, so the relay's reason can say why.
+    assert_eq!(on.reason.as_deref(), d["reason"].as_str());
     assert_eq!(d["relay"], "water_heater");
     assert_eq!(d["command"], "ON");
     assert_eq!(
@@ -300,7 +311,7 @@ off = "bmv.battery_power < -200"
         g.topic == "pvbus/relays/water_heater/auto/set"
     })
     .await;
-    assert_eq!(off.payload, "OFF");
+    assert!(!AutoSet::parse(&off.payload).unwrap().on);
     let decision = next_matching(&mut rx, "decision off", |g| {
         g.topic == "pvbus/rules/decisions"
     })

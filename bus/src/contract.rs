@@ -130,6 +130,47 @@ pub fn parse_on_off(s: &str) -> Result<bool, ContractError> {
     }
 }
 
+/// The payload of `.../auto/set`: `ON`/`OFF`, or `{"state":"ON","reason":"…"}` so that
+/// the relay's retained `reason` says why the rules asked (not just that they did).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoSet {
+    pub on: bool,
+    pub reason: Option<String>,
+}
+
+impl AutoSet {
+    /// Longest reason kept; a longer one is cut (it ends up in a retained message).
+    pub const MAX_REASON: usize = 200;
+
+    pub fn parse(text: &str) -> Result<AutoSet, ContractError> {
+        let t = text.trim();
+        if !t.starts_with('{') {
+            return parse_on_off(t).map(|on| AutoSet { on, reason: None });
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Json {
+            state: String,
+            reason: Option<String>,
+        }
+        let json: Json =
+            serde_json::from_str(t).map_err(|e| ContractError::BadAutoSet(e.to_string()))?;
+        let on = parse_on_off(&json.state)?;
+        let reason = json
+            .reason
+            .map(|r| r.trim().chars().take(Self::MAX_REASON).collect::<String>())
+            .filter(|r| !r.is_empty());
+        Ok(AutoSet { on, reason })
+    }
+
+    pub fn to_payload(&self) -> String {
+        match &self.reason {
+            None => on_off(self.on).to_string(),
+            Some(r) => serde_json::json!({ "state": on_off(self.on), "reason": r }).to_string(),
+        }
+    }
+}
+
 pub fn on_off(on: bool) -> &'static str {
     if on { "ON" } else { "OFF" }
 }
@@ -238,6 +279,10 @@ pub enum ContractError {
     UnknownMode(String),
     #[error("expected ON or OFF, got {0:?}")]
     NotOnOff(String),
+    #[error(
+        "malformed auto/set JSON: {0} (expected ON, OFF or {{\"state\":\"ON\",\"reason\":\"…\"}})"
+    )]
+    BadAutoSet(String),
     #[error("bad duration {0:?}: expected e.g. 90s, 20m, 2h, 1h30m, 1d")]
     BadDuration(String),
     #[error("bad id {0:?}: ids are 1..64 characters of a-z, 0-9 and _")]
@@ -298,6 +343,40 @@ mod tests {
             serde_json::to_string(&r).unwrap(),
             r#"{"ts":5,"by":"override-expired","text":"x"}"#
         );
+    }
+
+    #[test]
+    fn auto_set_plain_or_with_reason() {
+        assert_eq!(
+            AutoSet::parse("ON").unwrap(),
+            AutoSet {
+                on: true,
+                reason: None
+            }
+        );
+        let a = AutoSet::parse(r#"{"state":"OFF","reason":"soc 88 % < 90"}"#).unwrap();
+        assert_eq!(
+            a,
+            AutoSet {
+                on: false,
+                reason: Some("soc 88 % < 90".into())
+            }
+        );
+        assert_eq!(AutoSet::parse(&a.to_payload()).unwrap(), a);
+        let long = format!(r#"{{"state":"ON","reason":"{}"}}"#, "x".repeat(500));
+        assert_eq!(
+            AutoSet::parse(&long).unwrap().reason.unwrap().len(),
+            AutoSet::MAX_REASON
+        );
+        for bad in [
+            r#"{"state":"maybe"}"#,
+            r#"{"reason":"x"}"#,
+            r#"{"state":"ON","why":1}"#,
+            "{",
+            "yes",
+        ] {
+            assert!(AutoSet::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

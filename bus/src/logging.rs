@@ -17,7 +17,11 @@ pub fn init(process: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_target(false)
+        // A failed write to stderr (the supervisor gone, a closed pipe) must not panic:
+        // tracing-subscriber would report it with eprintln!, which panics and can hang a
+        // process on its way out.
+        .log_internal_errors(false);
     let result = if json {
         builder.json().try_init()
     } else {

@@ -167,7 +167,11 @@ async fn last_publications_survive_shutdown() {
         let want = round.to_string();
         tokio::task::spawn_blocking(move || {
             for i in 0..50 {
-                r.expect(&format!("pvbus/closer/d{i}/state"), &want, Duration::from_secs(5));
+                r.expect(
+                    &format!("pvbus/closer/d{i}/state"),
+                    &want,
+                    Duration::from_secs(5),
+                );
             }
             r.expect("pvbus/closer/status", "offline", Duration::from_secs(5));
         })

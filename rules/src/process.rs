@@ -317,7 +317,11 @@ fn publish(
     let topics = bus.topics();
     for d in &report.decisions {
         info!(relay = %d.relay, command = d.command.payload(), reason = %d.reason, "decision");
-        bus.publish(topics.relay_auto_set(&d.relay), d.command.payload());
+        let command = pvbus_bus::contract::AutoSet {
+            on: d.command == crate::engine::Command::On,
+            reason: Some(d.reason.clone()),
+        };
+        bus.publish(topics.relay_auto_set(&d.relay), command.to_payload());
         bus.publish(
             topics.rule_decisions(),
             serde_json::to_vec(d).expect("decision serialises"),

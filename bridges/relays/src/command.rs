@@ -3,20 +3,28 @@
 
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, civil};
-use pvbus_bus::contract::{ContractError, parse_duration, parse_on_off};
+use pvbus_bus::contract::{AutoSet, ContractError, parse_duration};
 use pvbus_bus::{ModeRequest, RelayMode};
 use serde::Deserialize;
 
 /// What a command asks of one relay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// `.../mode/set` with a mode: from people, Home Assistant, buttons.
     Mode(ModeRequest),
     /// `.../mode/set` with `{"mode":..,"for"|"until":..}`: a mode until a time,
     /// then back to the mode before.
     Override { mode: RelayMode, until_ms: u64 },
-    /// `.../auto/set` `ON`/`OFF`: from the rules, obeyed only in auto modes.
-    Auto(bool),
+    /// `.../auto/set` `ON`/`OFF` (with the rule's reason, if given): from the rules,
+    /// obeyed only in auto modes.
+    Auto(AutoSet),
+}
+
+impl Command {
+    /// An `auto/set` without a reason.
+    pub fn rules(on: bool) -> Command {
+        Command::Auto(AutoSet { on, reason: None })
+    }
 }
 
 /// Why a command was refused. The text goes to the error topic as it is.
@@ -91,7 +99,7 @@ pub fn parse_mode_set(payload: &[u8], now_ms: u64, tz: &TimeZone) -> Result<Comm
 /// Parses a `.../auto/set` payload.
 pub fn parse_auto_set(payload: &[u8]) -> Result<Command, CommandError> {
     let text = std::str::from_utf8(payload).map_err(|_| CommandError::NotUtf8)?;
-    parse_on_off(text)
+    AutoSet::parse(text)
         .map(Command::Auto)
         .map_err(CommandError::OnOff)
 }
@@ -283,8 +291,15 @@ mod tests {
 
     #[test]
     fn auto_set_is_on_or_off() {
-        assert_eq!(parse_auto_set(b"ON"), Ok(Command::Auto(true)));
-        assert_eq!(parse_auto_set(b"off"), Ok(Command::Auto(false)));
+        assert_eq!(parse_auto_set(b"ON"), Ok(Command::rules(true)));
+        assert_eq!(parse_auto_set(b"off"), Ok(Command::rules(false)));
+        assert_eq!(
+            parse_auto_set(br#"{"state":"ON","reason":"float for 30 s"}"#),
+            Ok(Command::Auto(AutoSet {
+                on: true,
+                reason: Some("float for 30 s".into())
+            }))
+        );
         assert!(matches!(
             parse_auto_set(b"maybe"),
             Err(CommandError::OnOff(_))

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use pvbus_bus::contract::{AutoSet, on_off};
 use pvbus_bus::{ModeRequest, Reason, ReasonSource, RelayMode};
 use serde::{Deserialize, Serialize};
 
@@ -227,7 +228,7 @@ impl Machine {
             .get_mut(id)
             .ok_or_else(|| CommandError::UnknownRelay(id.to_string()))?;
         let (to, new_override, by, text) = match command {
-            Command::Auto(on) => {
+            Command::Auto(AutoSet { on, reason }) => {
                 relay.last_rules_mono = now.mono_ms;
                 relay.rules_wish = Some(on);
                 if !relay.mode.is_auto() {
@@ -238,7 +239,10 @@ impl Machine {
                 } else {
                     RelayMode::AutoOff
                 };
-                let text = format!("rules asked {}", if on { "ON" } else { "OFF" });
+                let text = match reason {
+                    Some(why) => format!("rules asked {}: {why}", on_off(on)),
+                    None => format!("rules asked {}", on_off(on)),
+                };
                 (to, relay.running_override, ReasonSource::Rules, text)
             }
             Command::Mode(request) => {

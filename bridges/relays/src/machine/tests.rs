@@ -86,16 +86,32 @@ fn boot_restores_forced_modes_and_overrides_and_starts_auto_relays_off() {
 }
 
 #[test]
+fn the_rules_reason_becomes_the_relays_reason() {
+    let mut m = fresh(&["heater"]);
+    let why = pvbus_bus::contract::AutoSet {
+        on: true,
+        reason: Some("on: mppt.charge_state \"float\" for 30 s".into()),
+    };
+    let c = changed(m.apply("heater", Command::Auto(why), at(1)));
+    assert_eq!(
+        c.reason.text,
+        "rules asked ON: on: mppt.charge_state \"float\" for 30 s"
+    );
+    let c = changed(m.apply("heater", Command::rules(false), at(2)));
+    assert_eq!(c.reason.text, "rules asked OFF");
+}
+
+#[test]
 fn rules_move_auto_relays_only() {
     let mut m = fresh(&["heater"]);
-    let c = changed(m.apply("heater", Command::Auto(true), at(1)));
+    let c = changed(m.apply("heater", Command::rules(true), at(1)));
     assert_eq!((c.from, c.to), (RelayMode::AutoOff, RelayMode::AutoOn));
     assert_eq!(c.reason.by, ReasonSource::Rules);
     assert!(!c.save, "rules' auto_on/auto_off never wear the SD card");
 
     changed(m.apply("heater", Command::Mode(ModeRequest::ForcedOff), at(2)));
     assert_eq!(
-        m.apply("heater", Command::Auto(true), at(3)).unwrap(),
+        m.apply("heater", Command::rules(true), at(3)).unwrap(),
         Err(Unchanged::ForcedIgnoresRules)
     );
     assert_eq!(m.mode("heater"), Some(RelayMode::ForcedOff));
@@ -108,7 +124,7 @@ fn rules_move_auto_relays_only() {
     );
     assert!(c.save);
     assert_eq!(
-        m.apply("heater", Command::Auto(false), at(5)).unwrap(),
+        m.apply("heater", Command::rules(false), at(5)).unwrap(),
         Err(Unchanged::AlreadyInMode)
     );
 }
@@ -117,7 +133,7 @@ fn rules_move_auto_relays_only() {
 fn unknown_relays_are_refused() {
     let mut m = fresh(&["heater"]);
     assert_eq!(
-        m.apply("toaster", Command::Auto(true), at(1)),
+        m.apply("toaster", Command::rules(true), at(1)),
         Err(CommandError::UnknownRelay("toaster".into()))
     );
 }
@@ -176,7 +192,7 @@ fn an_explicit_mode_cancels_a_running_override() {
 fn an_override_of_an_auto_relay_returns_to_what_live_rules_want() {
     let mut m = fresh(&["heater", "pump"]);
     for id in ["heater", "pump"] {
-        changed(m.apply(id, Command::Auto(true), at(0)));
+        changed(m.apply(id, Command::rules(true), at(0)));
         changed(m.apply(
             id,
             Command::Override {
@@ -188,7 +204,7 @@ fn an_override_of_an_auto_relay_returns_to_what_live_rules_want() {
     }
     // The rules still speak about the heater while it is forced: noted, not obeyed.
     assert_eq!(
-        m.apply("heater", Command::Auto(true), at(200)).unwrap(),
+        m.apply("heater", Command::rules(true), at(200)).unwrap(),
         Err(Unchanged::ForcedIgnoresRules)
     );
     let ended = m.tick(at(300));
@@ -198,7 +214,7 @@ fn an_override_of_an_auto_relay_returns_to_what_live_rules_want() {
     assert_eq!(to["pump"], RelayMode::AutoOn);
 
     let mut m = fresh(&["pump"]);
-    changed(m.apply("pump", Command::Auto(true), at(0)));
+    changed(m.apply("pump", Command::rules(true), at(0)));
     changed(m.apply(
         "pump",
         Command::Override {
@@ -215,8 +231,8 @@ fn an_override_of_an_auto_relay_returns_to_what_live_rules_want() {
 fn stale_rules_switch_auto_on_relays_off_and_heartbeats_postpone_it() {
     let ids = setup(&[("heater", OnStale::Off), ("internet", OnStale::Keep)]);
     let (mut m, _) = Machine::boot(&ids, &BTreeMap::new(), STALE, T0);
-    changed(m.apply("heater", Command::Auto(true), at(10)));
-    changed(m.apply("internet", Command::Auto(true), at(10)));
+    changed(m.apply("heater", Command::rules(true), at(10)));
+    changed(m.apply("internet", Command::rules(true), at(10)));
     assert_eq!(m.next_deadline().1, Some(at(610).mono_ms));
 
     m.heartbeat(at(500));
@@ -243,7 +259,7 @@ fn stale_rules_switch_auto_on_relays_off_and_heartbeats_postpone_it() {
 #[test]
 fn the_safety_counts_on_the_monotonic_clock_not_the_wall_clock() {
     let mut m = fresh(&["heater"]);
-    changed(m.apply("heater", Command::Auto(true), at(0)));
+    changed(m.apply("heater", Command::rules(true), at(0)));
     // NTP sets the wall clock back a day: the safety still fires on time.
     let jumped = Moment {
         wall_ms: T0.wall_ms - 86_400_000,
@@ -255,7 +271,7 @@ fn the_safety_counts_on_the_monotonic_clock_not_the_wall_clock() {
 #[test]
 fn the_saved_view_holds_forced_modes_and_overrides_only() {
     let mut m = fresh(&["heater", "pump"]);
-    changed(m.apply("heater", Command::Auto(true), at(0)));
+    changed(m.apply("heater", Command::rules(true), at(0)));
     changed(m.apply("pump", Command::Mode(ModeRequest::ForcedOn), at(0)));
     let saved = m.saved();
     assert_eq!(saved["heater"].mode, SavedMode::Auto);

@@ -1,0 +1,606 @@
+//! Home Assistant device-based discovery payloads (HA 2024.11 and later): one retained
+//! message per device on `<prefix>/device/<node_id>/config`, with `device`, `origin` and a
+//! `components` map. Pure functions of the [`Inventory`]: the same bus gives the same
+//! payloads, byte for byte, so re-announcing never makes HA rebuild an entity.
+//!
+//! The `state_topic` and `availability` (with `availability_mode: all`) shared by a
+//! device's components are given once, at the device level, and only the components that
+//! differ carry their own (HA's "shared options"): a VE.Direct entity is available only
+//! while the `vedirect` process is online *and* that device's data is fresh; a rule
+//! status only while `rules` is online. Relay modes are a `select` over the three choices people have (forced off,
+//! auto, forced on) that publishes on `.../mode/set`, so HA goes through the same mode
+//! model as a button or a script.
+
+use std::collections::BTreeMap;
+
+use pvbus_bus::Topics;
+use pvbus_bus::contract::{OFFLINE, ONLINE};
+use serde_json::{Map, Value, json};
+
+use crate::config::HomeAssistantConfig;
+use crate::inventory::{DeviceSeen, Inventory};
+use crate::readings::{self, Kind};
+
+/// The `origin` name of every pvbus announcement: how a restarted process recognises
+/// what it announced before.
+pub const ORIGIN_NAME: &str = "pvbus";
+
+/// The mode select's options, in the order HA shows them.
+pub const MODE_OPTIONS: [&str; 3] = ["Forced off", "Auto", "Forced on"];
+
+/// What the announcements are built from.
+pub struct Context<'a> {
+    pub config: &'a HomeAssistantConfig,
+    pub topics: &'a Topics,
+}
+
+impl Context<'_> {
+    /// `pvbus`, or `home_solar` for base `home/solar`: the prefix of every node id, so
+    /// that two installations on one broker do not collide.
+    pub fn base_key(&self) -> String {
+        self.topics.base().replace('/', "_")
+    }
+
+    /// `<prefix>/device/<node_id>/config`.
+    pub fn config_topic(&self, node_id: &str) -> String {
+        format!("{}/device/{node_id}/config", self.config.discovery_prefix)
+    }
+
+    /// The node id in a discovery topic of ours, if it is one.
+    pub fn parse_config_topic<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        let rest = topic
+            .strip_prefix(self.config.discovery_prefix.as_str())?
+            .strip_prefix("/device/")?;
+        let node = rest.strip_suffix("/config")?;
+        let ours = node
+            .strip_prefix(self.base_key().as_str())
+            .is_some_and(|r| r.starts_with('_'));
+        (ours && !node.contains('/')).then_some(node)
+    }
+
+    fn availability(&self, inv: &Inventory, process: &str, device: Option<(&str, &str)>) -> Value {
+        let mut list = Vec::new();
+        if inv.processes.contains(process) {
+            list.push(available_when(self.topics.process_status(process)));
+        }
+        if let Some((bridge, dev)) = device
+            && inv
+                .availability
+                .contains(&(bridge.to_string(), dev.to_string()))
+        {
+            list.push(available_when(self.topics.device_availability(bridge, dev)));
+        }
+        Value::Array(list)
+    }
+}
+
+fn available_when(topic: String) -> Value {
+    json!({"topic": topic, "payload_available": ONLINE, "payload_not_available": OFFLINE})
+}
+
+fn origin() -> Value {
+    json!({
+        "name": ORIGIN_NAME,
+        "sw_version": env!("CARGO_PKG_VERSION"),
+        "support_url": "https://example.invalid/pvbus",
+    })
+}
+
+/// Every announcement the inventory calls for: discovery topic → JSON payload.
+pub fn announcements(ctx: &Context<'_>, inv: &Inventory) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut put = |node: String, payload: Value| {
+        out.insert(ctx.config_topic(&node), payload.to_string());
+    };
+    for ((bridge, device), seen) in &inv.devices {
+        let (node, payload) = device_config(ctx, inv, bridge, device, seen);
+        put(node, payload);
+    }
+    for relay in &inv.relays {
+        let (node, payload) = relay_config(ctx, inv, relay);
+        put(node, payload);
+    }
+    if inv.site.is_some() || inv.surplus {
+        let (node, payload) = site_config(ctx, inv);
+        put(node, payload);
+    }
+    out
+}
+
+/// Component config common to every entity.
+///
+/// `default_entity_id` is what HA itself derives from the device and entity names, so
+/// entity ids are the same on HA versions that ignore it (before 2025.10) and on those
+/// that use it.
+fn component(
+    platform: &str,
+    unique_id: &str,
+    device_name: &str,
+    name: &str,
+    availability: &Value,
+) -> Map<String, Value> {
+    let mut c = Map::new();
+    c.insert("platform".into(), platform.into());
+    c.insert("unique_id".into(), unique_id.into());
+    c.insert(
+        "default_entity_id".into(),
+        format!("{platform}.{}", slugify(&format!("{device_name} {name}"))).into(),
+    );
+    c.insert("name".into(), name.into());
+    if availability.as_array().is_some_and(|a| !a.is_empty()) {
+        c.insert("availability".into(), availability.clone());
+        c.insert("availability_mode".into(), "all".into());
+    }
+    c
+}
+
+/// The components of one JSON state object (a device or the site).
+///
+/// They share the device's `state_topic` and `availability` (see [`shared`]).
+fn reading_components(node: &str, device_name: &str, seen: &DeviceSeen) -> Map<String, Value> {
+    let inherit = Value::Array(Vec::new());
+    let availability = &inherit;
+    let mut components = Map::new();
+    for (name, kind) in &seen.readings {
+        let row = readings::lookup(name);
+        let label = row
+            .map(|r| r.label.to_string())
+            .unwrap_or_else(|| readings::label_from_name(name));
+        let unique = format!("{node}_{name}");
+        let mut c = match kind {
+            Kind::Hidden | Kind::Identity => continue,
+            Kind::Binary => {
+                let mut c = component("binary_sensor", &unique, device_name, &label, availability);
+                c.insert(
+                    "value_template".into(),
+                    from_json(&format!("'ON' if value_json.{name} else 'OFF'")).into(),
+                );
+                c
+            }
+            Kind::Sensor => {
+                let mut c = component("sensor", &unique, device_name, &label, availability);
+                c.insert(
+                    "value_template".into(),
+                    from_json(&format!("value_json.{name}")).into(),
+                );
+                c
+            }
+            Kind::List => {
+                let mut c = component("sensor", &unique, device_name, &label, availability);
+                c.insert(
+                    "value_template".into(),
+                    from_json(&format!(
+                        "(value_json.{name} if value_json.{name} is string \
+                         else value_json.{name} | join(', ')) or 'none'"
+                    ))
+                    .into(),
+                );
+                c
+            }
+            Kind::Enum(options) => {
+                let mut c = component("sensor", &unique, device_name, &label, availability);
+                let mut all: Vec<String> = options.iter().map(|s| s.to_string()).collect();
+                if let Some(extra) = seen.extra_options.get(name) {
+                    all.extend(extra.iter().cloned());
+                }
+                c.insert("device_class".into(), "enum".into());
+                c.insert("options".into(), json!(all));
+                c.insert(
+                    "value_template".into(),
+                    from_json(&format!("value_json.{name}")).into(),
+                );
+                c
+            }
+        };
+        if let Some(r) = row {
+            if let Some(dc) = r.device_class {
+                c.insert("device_class".into(), dc.into());
+            }
+            if let Some(u) = r.unit {
+                c.insert("unit_of_measurement".into(), u.into());
+            }
+            if let Some(sc) = r.state_class {
+                c.insert("state_class".into(), sc.as_str().into());
+            }
+            if let Some(p) = r.precision {
+                c.insert("suggested_display_precision".into(), p.into());
+            }
+            if r.diagnostic {
+                c.insert("entity_category".into(), "diagnostic".into());
+            }
+        }
+        components.insert(name.clone(), Value::Object(c));
+    }
+    if seen.readings.contains_key("ts") {
+        let mut c = component(
+            "sensor",
+            &format!("{node}_last_reading"),
+            device_name,
+            "Last reading",
+            availability,
+        );
+        c.insert("device_class".into(), "timestamp".into());
+        c.insert("entity_category".into(), "diagnostic".into());
+        c.insert(
+            "value_template".into(),
+            from_json("value_json.ts | int | timestamp_custom('%Y-%m-%dT%H:%M:%S+00:00', false)")
+                .into(),
+        );
+        components.insert("last_reading".into(), Value::Object(c));
+    }
+    components
+}
+
+/// A device of a bridge (or a script): its readings, and its identity when it gives one.
+pub fn device_config(
+    ctx: &Context<'_>,
+    inv: &Inventory,
+    bridge: &str,
+    device: &str,
+    seen: &DeviceSeen,
+) -> (String, Value) {
+    let node = format!("{}_{bridge}_{device}", ctx.base_key());
+    let availability = ctx.availability(inv, bridge, Some((bridge, device)));
+    let components = reading_components(&node, ctx.config.name_of(device), seen);
+    let mut dev = Map::new();
+    dev.insert("identifiers".into(), json!([node]));
+    dev.insert("name".into(), ctx.config.name_of(device).into());
+    let id = &seen.identity;
+    if bridge == "vedirect" {
+        dev.insert("manufacturer".into(), "Victron Energy".into());
+    }
+    if let Some(m) = &id.model {
+        dev.insert("model".into(), m.clone().into());
+    }
+    if let Some(p) = &id.product_id {
+        dev.insert("model_id".into(), p.clone().into());
+    }
+    if let Some(s) = &id.serial_number {
+        dev.insert("serial_number".into(), s.clone().into());
+    }
+    if let Some(f) = &id.firmware {
+        dev.insert("sw_version".into(), f.clone().into());
+    }
+    let payload = json!({
+        "device": dev,
+        "origin": origin(),
+        "qos": 1,
+        "components": components,
+    });
+    (
+        node,
+        shared(
+            payload,
+            Some(ctx.topics.device_state(bridge, device)),
+            availability,
+        ),
+    )
+}
+
+/// Adds the options every component of the payload inherits unless it has its own.
+fn shared(mut payload: Value, state_topic: Option<String>, availability: Value) -> Value {
+    if let Some(topic) = state_topic {
+        payload["state_topic"] = topic.into();
+    }
+    if availability.as_array().is_some_and(|a| !a.is_empty()) {
+        payload["availability"] = availability;
+        payload["availability_mode"] = "all".into();
+    }
+    payload
+}
+
+/// A relay: its mode as a select, its output, why it is as it is, today's on-time,
+/// the running override and buttons to start one, and its rule's status.
+pub fn relay_config(ctx: &Context<'_>, inv: &Inventory, relay: &str) -> (String, Value) {
+    let t = ctx.topics;
+    let node = format!("{}_relays_{relay}", ctx.base_key());
+    let relays_availability = ctx.availability(inv, "relays", None);
+    let availability = Value::Array(Vec::new()); // inherited from the device
+    let device_name = ctx.config.name_of(relay);
+    let mut components = Map::new();
+    let mut add = |key: &str, platform: &str, name: &str, avail: &Value, extra: Value| {
+        let mut c = component(platform, &format!("{node}_{key}"), device_name, name, avail);
+        if let Value::Object(extra) = extra {
+            c.extend(extra);
+        }
+        components.insert(key.to_string(), Value::Object(c));
+    };
+    add(
+        "mode",
+        "select",
+        "Mode",
+        &availability,
+        json!({
+            "state_topic": t.relay_mode(relay),
+            "command_topic": t.relay_mode_set(relay),
+            "options": MODE_OPTIONS,
+            "value_template": "{{ {'forced_off': 'Forced off', 'auto_off': 'Auto', 'auto_on': 'Auto', 'forced_on': 'Forced on'}.get(value, value) }}",
+            "command_template": "{{ {'Forced off': 'forced_off', 'Auto': 'auto', 'Forced on': 'forced_on'}[value] }}",
+            "retain": false,
+            "icon": "mdi:toggle-switch-variant",
+        }),
+    );
+    add(
+        "output",
+        "binary_sensor",
+        "Output",
+        &availability,
+        json!({
+            "state_topic": t.relay_state(relay),
+            "device_class": "power",
+            "payload_on": "ON",
+            "payload_off": "OFF",
+        }),
+    );
+    add(
+        "reason",
+        "sensor",
+        "Reason",
+        &availability,
+        json!({
+            "state_topic": t.relay_reason(relay),
+            "value_template": from_json("value_json.text | truncate(255, true)"),
+            "json_attributes_topic": t.relay_reason(relay),
+            "icon": "mdi:comment-question-outline",
+        }),
+    );
+    add(
+        "on_time_today",
+        "sensor",
+        "On time today",
+        &availability,
+        json!({
+            "state_topic": t.relay_stats(relay),
+            "value_template": from_json("value_json.on_time_today"),
+            "json_attributes_topic": t.relay_stats(relay),
+            "device_class": "duration",
+            "unit_of_measurement": "s",
+            "suggested_display_precision": 0,
+            "state_class": "total_increasing",
+        }),
+    );
+    add(
+        "override_ends",
+        "sensor",
+        "Override ends",
+        &availability,
+        json!({
+            "state_topic": t.relay_override(relay),
+            "value_template": from_json("value_json.until | int | timestamp_custom('%Y-%m-%dT%H:%M:%S+00:00', false)"),
+            "device_class": "timestamp",
+            "icon": "mdi:timer-outline",
+        }),
+    );
+    for duration in &ctx.config.override_durations {
+        let key = slugify(&format!("force on for {}", duration.trim()));
+        add(
+            &key,
+            "button",
+            &format!("Force on for {}", duration.trim()),
+            &availability,
+            json!({
+                "command_topic": t.relay_mode_set(relay),
+                "payload_press": json!({"mode": "forced_on", "for": duration.trim()}).to_string(),
+                "retain": false,
+                "icon": "mdi:timer-play-outline",
+            }),
+        );
+    }
+    if inv.rules.contains(relay) {
+        let rules_availability = ctx.availability(inv, "rules", None);
+        add(
+            "rule_status",
+            "sensor",
+            "Rule status",
+            &rules_availability,
+            json!({
+                "state_topic": t.rule_status(relay),
+                "value_template": "{{ value | truncate(255, true) }}",
+                "icon": "mdi:script-text-outline",
+            }),
+        );
+    }
+    let payload = json!({
+        "device": {
+            "identifiers": [node],
+            "name": ctx.config.name_of(relay),
+            "manufacturer": "pvbus",
+            "model": "Relay",
+        },
+        "origin": origin(),
+        "qos": 1,
+        "components": components,
+    });
+    (node, shared(payload, None, relays_availability))
+}
+
+/// The site: totals over every device, and the surplus estimate of the rules.
+pub fn site_config(ctx: &Context<'_>, inv: &Inventory) -> (String, Value) {
+    let node = format!("{}_site", ctx.base_key());
+    // The site totals come from the VE.Direct bridge (docs/topics.md).
+    let availability = ctx.availability(inv, "vedirect", None);
+    let mut components = match &inv.site {
+        Some(seen) => reading_components(&node, ctx.config.name_of("site"), seen),
+        None => Map::new(),
+    };
+    if inv.surplus {
+        let mut c = component(
+            "sensor",
+            &format!("{node}_surplus"),
+            ctx.config.name_of("site"),
+            "Surplus",
+            &ctx.availability(inv, "rules", None),
+        );
+        c.extend(
+            json!({
+                "state_topic": ctx.topics.site_surplus(),
+                "value_template": from_json("value_json.surplus"),
+                "json_attributes_topic": ctx.topics.site_surplus(),
+                "device_class": "power",
+                "unit_of_measurement": "W",
+                "state_class": "measurement",
+                "suggested_display_precision": 0,
+            })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        );
+        components.insert("surplus".into(), Value::Object(c));
+    }
+    let payload = json!({
+        "device": {
+            "identifiers": [node],
+            "name": ctx.config.name_of("site"),
+            "manufacturer": "pvbus",
+            "model": "Site totals",
+        },
+        "origin": origin(),
+        "qos": 1,
+        "components": components,
+    });
+    let state_topic = inv.site.is_some().then(|| ctx.topics.site_state());
+    (node, shared(payload, state_topic, availability))
+}
+
+/// A template over a JSON payload that renders `None` (HA's "unknown") when the payload
+/// is not JSON, e.g. the empty payload of a cleared retained topic, instead of logging
+/// a template error.
+fn from_json(expr: &str) -> String {
+    format!("{{% if value_json is defined %}}{{{{ {expr} }}}}{{% else %}}None{{% endif %}}")
+}
+
+/// HA's slugify for ASCII names: lower case, runs of anything else become one `_`.
+pub fn slugify(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    out.trim_matches('_').to_string()
+}
+
+/// Whether a retained discovery payload was announced by pvbus.
+pub fn is_ours(payload: &[u8]) -> bool {
+    let Ok(Value::Object(o)) = serde_json::from_slice::<Value>(payload) else {
+        return false;
+    };
+    let origin = o.get("origin").or_else(|| o.get("o"));
+    origin.and_then(|o| o.get("name")).and_then(Value::as_str) == Some(ORIGIN_NAME)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inventory(messages: &[(&str, &str)]) -> Inventory {
+        let mut inv = Inventory::default();
+        for (topic, payload) in messages {
+            inv.observe(&Topics::default(), topic, payload.as_bytes());
+        }
+        inv
+    }
+
+    #[test]
+    fn a_charger_with_identity_and_double_availability() {
+        let config = HomeAssistantConfig::default();
+        let topics = Topics::default();
+        let ctx = Context {
+            config: &config,
+            topics: &topics,
+        };
+        let inv = inventory(&[
+            ("pvbus/vedirect/status", "online"),
+            ("pvbus/vedirect/mppt/availability", "online"),
+            (
+                "pvbus/vedirect/mppt/state",
+                r#"{"ts":1,"pv_power":240,"yield_today":1.5,"charge_state":"bulk","model":"SmartSolar MPPT 100|20","product_id":"0xA060","serial_number":"HQ1","firmware":"1.61","cellar_fan":true}"#,
+            ),
+        ]);
+        let all = announcements(&ctx, &inv);
+        let payload: Value =
+            serde_json::from_str(&all["homeassistant/device/pvbus_vedirect_mppt/config"]).unwrap();
+        assert_eq!(payload["device"]["manufacturer"], "Victron Energy");
+        assert_eq!(payload["device"]["model"], "SmartSolar MPPT 100|20");
+        assert_eq!(payload["device"]["model_id"], "0xA060");
+        assert_eq!(payload["device"]["serial_number"], "HQ1");
+        assert_eq!(payload["device"]["sw_version"], "1.61");
+        let c = &payload["components"];
+        assert_eq!(c["pv_power"]["unit_of_measurement"], "W");
+        assert_eq!(c["yield_today"]["state_class"], "total_increasing");
+        assert_eq!(c["charge_state"]["device_class"], "enum");
+        assert_eq!(c["cellar_fan"]["platform"], "binary_sensor");
+        assert_eq!(c["pv_power"]["default_entity_id"], "sensor.mppt_pv_power");
+        assert_eq!(
+            c["cellar_fan"]["default_entity_id"],
+            "binary_sensor.mppt_cellar_fan"
+        );
+        assert_eq!(
+            slugify("Roof charger  Battery 2 voltage"),
+            "roof_charger_battery_2_voltage"
+        );
+        assert!(c.get("model").is_none() && c.get("serial_number").is_none());
+        assert!(
+            c["pv_power"].get("availability").is_none(),
+            "shared, at the device level"
+        );
+        assert_eq!(payload["state_topic"], "pvbus/vedirect/mppt/state");
+        let avail = payload["availability"].as_array().unwrap();
+        let topics: Vec<_> = avail.iter().map(|a| a["topic"].as_str().unwrap()).collect();
+        assert_eq!(
+            topics,
+            ["pvbus/vedirect/status", "pvbus/vedirect/mppt/availability"]
+        );
+        assert_eq!(payload["availability_mode"], "all");
+    }
+
+    #[test]
+    fn relays_offer_the_three_choices_and_the_override_buttons() {
+        let config = HomeAssistantConfig::default();
+        let topics = Topics::new("home/solar");
+        let ctx = Context {
+            config: &config,
+            topics: &topics,
+        };
+        let mut inv = Inventory::default();
+        inv.observe(&topics, "home/solar/relays/pump/mode", b"auto_on");
+        let (node, p) = relay_config(&ctx, &inv, "pump");
+        assert_eq!(node, "home_solar_relays_pump");
+        let c = &p["components"];
+        assert_eq!(c["mode"]["options"], json!(MODE_OPTIONS));
+        assert_eq!(
+            c["mode"]["command_topic"],
+            "home/solar/relays/pump/mode/set"
+        );
+        assert_eq!(
+            c["force_on_for_2h"]["default_entity_id"],
+            "button.pump_force_on_for_2h"
+        );
+        assert_eq!(
+            c["force_on_for_2h"]["payload_press"],
+            r#"{"for":"2h","mode":"forced_on"}"#
+        );
+        assert!(
+            c.get("rule_status").is_none(),
+            "no rule status without rules"
+        );
+        assert_eq!(
+            ctx.parse_config_topic("homeassistant/device/home_solar_relays_pump/config"),
+            Some("home_solar_relays_pump")
+        );
+        assert_eq!(
+            ctx.parse_config_topic("homeassistant/device/pvbus_relays_pump/config"),
+            None
+        );
+    }
+
+    #[test]
+    fn the_origin_marks_our_payloads() {
+        assert!(is_ours(br#"{"origin":{"name":"pvbus"}}"#));
+        assert!(is_ours(br#"{"o":{"name":"pvbus"}}"#));
+        assert!(!is_ours(br#"{"origin":{"name":"zigbee2mqtt"}}"#));
+        assert!(!is_ours(b"garbage"));
+    }
+}
