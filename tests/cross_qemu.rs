@@ -3,7 +3,7 @@
 //! (free port, temporary folders), checked from a native MQTT client: every process comes
 //! online and VE.Direct readings flow from the simulated MPPT and BMV.
 //!
-//! Opt-in, because it needs two release cross builds (about 3 minutes each on 2 cores,
+//! Opt-in, because it needs two release cross builds (2.5 to 4 minutes each on 2 cores,
 //! docs/raspberry-pi.md) and root once for binfmt:
 //!
 //! ```sh
@@ -14,8 +14,8 @@
 //!
 //! `PVBUS_CROSS=aarch64` or `=armv7` runs one target; `PVBUS_CROSS_DIR` points at another
 //! output folder. binfmt is needed because `pvbus run` starts its children by executing its
-//! own binary. qemu-user before 10.2 lacks the termios2 ioctls that the serialport crate
-//! uses, so tests/qemu/termios2_shim.c is compiled with the cross gcc and preloaded into
+//! own binary. qemu-user (7.2 in Debian 12; upstream support was still a patch in late
+//! 2025) lacks the termios2 ioctls that the serialport crate uses, so tests/qemu/termios2_shim.c is compiled with the cross gcc and preloaded into
 //! the ARM processes (a stand-in for the missing emulation, not for any pvbus code).
 
 use std::fs;
@@ -25,12 +25,19 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use pvbus_testkit::{Child, Mosquitto, Recorder, free_port, wait_for_listener};
+use pvbus_testkit::{Child, Recorder, free_port, wait_for_listener};
 use serde_json::Value;
 
 /// Emulated start-up is slow (each process is a qemu instance translating code).
 const ONLINE_WITHIN: Duration = Duration::from_secs(90);
-const PROCESSES: [&str; 4] = ["vedirect", "relays", "rules", "homeassistant"];
+const PROCESSES: [&str; 6] = [
+    "broker",
+    "supervisor",
+    "vedirect",
+    "relays",
+    "rules",
+    "homeassistant",
+];
 
 /// One target at a time: two emulated demos at once would starve a 2-core machine.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -131,18 +138,8 @@ fn run_demo(target: &Target) {
     );
     let dir = tempfile::tempdir().unwrap();
     let shim = compile_shim(target, dir.path());
-    let has_embedded_broker = help_lists(&binary, &sysroot, "broker");
     let port = free_port();
-    let mosquitto = (!has_embedded_broker).then(Mosquitto::start);
-    let broker_port = mosquitto.as_ref().map_or(port, |m| m.port);
-    let config = demo_copy(dir.path(), port, mosquitto.as_ref().map(|m| m.port));
-    if mosquitto.is_some() {
-        eprintln!(
-            "{}: this build has no `pvbus broker` subcommand: the demo uses a native mosquitto \
-             as [bus] external_broker",
-            target.triple
-        );
-    }
+    let config = demo_copy(dir.path(), port);
 
     let log = dir.path().join("run.log");
     let started = Instant::now();
@@ -157,7 +154,7 @@ fn run_demo(target: &Target) {
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).unwrap()),
     );
-    let addr = SocketAddr::from(([127, 0, 0, 1], broker_port));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     assert!(
         wait_for_listener(addr, ONLINE_WITHIN),
         "{}: no broker on {addr}\n{}",
@@ -271,34 +268,14 @@ fn compile_shim(target: &Target, dir: &Path) -> PathBuf {
     shim
 }
 
-/// Whether `pvbus --help` lists the subcommand `name`.
-fn help_lists(binary: &Path, sysroot: &Path, name: &str) -> bool {
-    let out = Command::new(binary)
-        .arg("--help")
-        .env("QEMU_LD_PREFIX", sysroot)
-        .output()
-        .expect("pvbus --help");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .any(|l| l.split_whitespace().next() == Some(name) && l.starts_with("  "))
-}
-
-/// examples/demo.toml with its folders under `dir` and its broker on `port`, or, when this
-/// build has no embedded broker, on the external broker at `external`.
-fn demo_copy(dir: &Path, port: u16, external: Option<u16>) -> PathBuf {
+/// examples/demo.toml with its folders under `dir` and its embedded broker on `port`.
+fn demo_copy(dir: &Path, port: u16) -> PathBuf {
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo.toml");
     let text = fs::read_to_string(&demo).unwrap();
     assert!(text.contains("/tmp/pvbus-demo") && text.contains("127.0.0.1:1883"));
-    let mut text = text
+    let text = text
         .replace("/tmp/pvbus-demo", &dir.join("demo").display().to_string())
         .replace("127.0.0.1:1883", &format!("127.0.0.1:{port}"));
-    if let Some(external) = external {
-        text = text.replacen(
-            "[bus]\n",
-            &format!("[bus]\nexternal_broker = \"127.0.0.1:{external}\"\n"),
-            1,
-        );
-    }
     let path = dir.join("demo.toml");
     fs::write(&path, text).unwrap();
     path

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use pvbus_testkit::mosquitto_pub;
 use relays_common::{RelaysSetup, WAIT};
 
 const RELAYS: [&str; 3] = ["heater", "pump", "charger"];
@@ -107,17 +108,30 @@ fn kill9_during_a_storm_of_commands_loses_no_acknowledged_mode_change() {
         acked_total += acks.all().len();
         drop(acks);
 
+        // Forget what the killed process left retained on the broker, so that what we
+        // read next can only come from the restarted process, i.e. from its disk.
+        for relay in RELAYS {
+            for leaf in ["override", "reason", "mode"] {
+                mosquitto_pub(
+                    setup.broker.addr(),
+                    &["-r", "-n", "-t", &format!("pvbus/relays/{relay}/{leaf}")],
+                );
+            }
+        }
+
         let _relays = setup.start();
         let seen = setup.recorder("pvbus/relays/#");
         for relay in RELAYS {
             let reason = format!("pvbus/relays/{relay}/reason");
-            seen.wait_for(&reason, WAIT, |r| json(r)["by"] == "boot")
+            seen.wait_for(&reason, WAIT, |r| !r.is_empty() && json(r)["by"] == "boot")
                 .unwrap_or_else(|| panic!("round {round}: {relay} did not boot"));
             let Some(&acked_until) = acked.get(relay) else {
                 continue;
             };
             let restored = seen
-                .last(&format!("pvbus/relays/{relay}/override"))
+                .wait_for(&format!("pvbus/relays/{relay}/override"), WAIT, |o| {
+                    !o.is_empty()
+                })
                 .unwrap_or_else(|| panic!("round {round}: {relay} lost its override"));
             let restored_until = json(&restored)["until"].as_u64().unwrap();
             assert!(

@@ -168,12 +168,19 @@ fn settings_are_written_over_hex_and_the_volatile_limit_is_kept() {
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
     let rec = Recorder::start(broker.addr(), "pvbus/#");
-    // Time runs 10x: the simulated device forgets the charge current limit 60 virtual
-    // seconds (6 real seconds) after the last write; the bridge rewrites it every 2 s.
+    // The simulated device forgets the charge current limit 6 s after the last write
+    // (a real one after about a minute); the bridge rewrites it every 2 s.
     let _mppt = sim(
         dir.path(),
         "mppt",
-        &["--start-time", "10:00", "--time-scale", "10"],
+        &[
+            "--start-time",
+            "10:00",
+            "--time-scale",
+            "10",
+            "--volatile-timeout",
+            "6",
+        ],
     );
     let addr = broker.addr();
     let error = "pvbus/vedirect/error";

@@ -1,11 +1,12 @@
 /*
- * Test-only shim for tests/cross_qemu.rs: qemu-user before 10.2 does not emulate the
- * TCGETS2/TCSETS2 ioctls (termios2), which the serialport crate uses on Linux to set the
- * baud rate, so the VE.Direct bridge cannot open a port under emulation ("Function not
- * implemented"), although it does on a real Raspberry Pi. Preloaded into the ARM pvbus
- * processes, this turns those two ioctls into the classic TCGETS/TCSETS, which qemu does
- * emulate (the same fallback rustix uses for WSL and seccomp sandboxes). Every other ioctl
- * goes straight to the kernel. Never shipped; compiled by the test with the cross gcc.
+ * Test-only shim for tests/cross_qemu.rs. qemu-user (7.2 in Debian 12; upstream support
+ * was still a patch in late 2025) does not emulate the TCGETS2/TCSETS2 ioctls (termios2),
+ * which the serialport crate uses on Linux to set the baud rate, so the VE.Direct bridge
+ * cannot open a port under emulation ("Function not implemented"), although it does on a
+ * real Raspberry Pi. Preloaded into the ARM pvbus processes, this turns those two ioctls
+ * into the classic TCGETS/TCSETS, which qemu does emulate (the same fallback rustix uses
+ * for WSL and seccomp sandboxes). Every other ioctl goes straight to the kernel. Never
+ * shipped; compiled by the test with the cross gcc.
  */
 #include <asm/ioctls.h>
 #include <asm/termbits.h>

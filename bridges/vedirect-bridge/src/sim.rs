@@ -48,6 +48,17 @@ pub struct Cli {
     /// Time of day (UTC) at which the simulation starts, e.g. 10:30; now when absent.
     #[arg(long, value_name = "HH:MM", value_parser = parse_time_of_day)]
     pub start_time: Option<u32>,
+    /// Real seconds the device keeps a volatile setting (the charge current limit) after
+    /// its last write; the real device keeps it about a minute.
+    #[arg(long, value_name = "SECS", default_value_t = vedirect::sim::VOLATILE_TIMEOUT_S, value_parser = parse_timeout)]
+    pub volatile_timeout: f64,
+}
+
+fn parse_timeout(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{s:?}: expected a number of seconds above 0")),
+    }
 }
 
 fn parse_kind(s: &str) -> Result<DeviceKind, String> {
@@ -170,9 +181,8 @@ pub async fn run(cli: Cli, mut shutdown: Shutdown) -> anyhow::Result<()> {
         cli.kind,
         &serial,
         SimOptions {
-            // The real device forgets a volatile setting after 60 real seconds, whatever
-            // the speed of the simulated day.
-            volatile_timeout_s: Some(vedirect::sim::VOLATILE_TIMEOUT_S * cli.time_scale),
+            // The device's timer runs in real time, whatever the speed of the simulated day.
+            volatile_timeout_s: Some(cli.volatile_timeout * cli.time_scale),
             ..SimOptions::default()
         },
     )));

@@ -1,0 +1,249 @@
+//! Footprint of the full demo stack: the embedded broker, the VE.Direct bridge reading three
+//! simulated devices at one block a second, the relays, the rules, Home Assistant discovery
+//! and the simulated panel (TM1638 and LCD). For every child of `pvbus run` and for the
+//! supervisor: resident memory, CPU seconds per hour and wake-ups (context switches) per
+//! second, first with data flowing, then with the simulators stopped (SIGSTOP: their ptys
+//! stay open and silent, as a cable with a device switched off).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use signal::send;
+
+use crate::procfs::{self, ProcSample};
+use crate::stack::{BrokerKind, Stack};
+
+const CONFIG: &str = r#"
+{bus}
+
+[vedirect]
+auto_detect = false
+[[vedirect.ports]]
+path = "{dir}/mppt"
+[[vedirect.ports]]
+path = "{dir}/mppt_garage"
+[[vedirect.ports]]
+path = "{dir}/bmv"
+[vedirect.devices]
+HQ2150SIM01 = "mppt"
+HQ2150SIM02 = "bmv"
+HQ2150SIM03 = "mppt_garage"
+
+[relays]
+state_dir = "{dir}/relays"
+[relays.gpio]
+backend = "sim"
+sim_dir = "{dir}/gpio"
+[[relays.relay]]
+id = "water_heater"
+pin = 17
+[[relays.relay]]
+id = "pump"
+pin = 27
+
+[site]
+timezone = "Europe/Paris"
+latitude = 45.19
+longitude = 5.72
+
+[rules.devices]
+bmv = { values = "vedirect", max_age = "2m" }
+mppt = { values = "vedirect", max_age = "2m" }
+
+[rules.relays.water_heater]
+on = 'stable_for(mppt.charge_state == "float", 30s)'
+off = "bmv.battery_power < -100 or bmv.state_of_charge < 90%"
+min_on = "2m"
+
+[rules.relays.pump]
+on = "bmv.state_of_charge >= 95%"
+off = "bmv.state_of_charge < 90%"
+
+[tm1638]
+stb = [16]
+clk = 21
+dio = 20
+[tm1638.gpio]
+backend = "sim"
+sim_dir = "{dir}/tm1638"
+
+[lcd]
+backend = "sim"
+sim_dir = "{dir}/lcd"
+
+[homeassistant]
+
+[[supervisor.simulator]]
+kind = "mppt"
+link = "{dir}/mppt"
+serial = "HQ2150SIM01"
+start_time = "12:00"
+[[supervisor.simulator]]
+kind = "mppt"
+link = "{dir}/mppt_garage"
+serial = "HQ2150SIM03"
+start_time = "12:00"
+[[supervisor.simulator]]
+kind = "bmv"
+link = "{dir}/bmv"
+serial = "HQ2150SIM02"
+start_time = "12:00"
+"#;
+
+/// The processes every run must have, as the supervisor names them.
+const PROCESSES: &[&str] = &[
+    "broker",
+    "vedirect",
+    "relays",
+    "rules",
+    "homeassistant",
+    "tm1638",
+    "lcd",
+];
+
+/// Signals to stop and resume the simulators, through the `kill` command (no unsafe here).
+mod signal {
+    pub fn send(signal: &str, pid: u32) -> std::io::Result<()> {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!(
+                "kill -{signal} {pid}: {status}"
+            )))
+        }
+    }
+}
+
+struct Proc {
+    name: String,
+    role: String,
+    pid: u32,
+}
+
+fn measure(procs: &[Proc], window: Duration, ticks: u64) -> anyhow::Result<Value> {
+    let sample_all = || -> anyhow::Result<Vec<ProcSample>> {
+        procs
+            .iter()
+            .map(|p| procfs::sample(p.pid).with_context(|| format!("sampling {}", p.name)))
+            .collect()
+    };
+    let before = sample_all()?;
+    let started = Instant::now();
+    // Peak memory: sampled every few seconds over the window.
+    let mut peak_rss: Vec<u64> = before.iter().map(|s| s.rss_kib).collect();
+    while started.elapsed() < window {
+        std::thread::sleep(Duration::from_secs(5).min(window.saturating_sub(started.elapsed())));
+        for (peak, s) in peak_rss.iter_mut().zip(sample_all()?) {
+            *peak = (*peak).max(s.rss_kib);
+        }
+    }
+    let after = sample_all()?;
+    let secs = started.elapsed().as_secs_f64();
+    let mut rows = BTreeMap::new();
+    let (mut rss, mut cpu, mut wake) = (0u64, 0.0, 0.0);
+    let (mut pvbus_rss, mut pvbus_cpu, mut pvbus_wake) = (0u64, 0.0, 0.0);
+    for (i, p) in procs.iter().enumerate() {
+        let cpu_s_per_hour =
+            (after[i].cpu_ticks - before[i].cpu_ticks) as f64 / ticks as f64 / secs * 3600.0;
+        let wakeups = (after[i]
+            .context_switches
+            .saturating_sub(before[i].context_switches)) as f64
+            / secs;
+        rss += after[i].rss_kib;
+        cpu += cpu_s_per_hour;
+        wake += wakeups;
+        // Simulators stand in for the devices: they do not run on the target.
+        if p.role != "simulator" {
+            pvbus_rss += after[i].rss_kib;
+            pvbus_cpu += cpu_s_per_hour;
+            pvbus_wake += wakeups;
+        }
+        rows.insert(
+            p.name.clone(),
+            json!({
+                "role": p.role,
+                "pid": p.pid,
+                "rss_kib": after[i].rss_kib,
+                "peak_rss_kib": peak_rss[i],
+                "cpu_s_per_hour": (cpu_s_per_hour * 10.0).round() / 10.0,
+                "wakeups_per_s": (wakeups * 10.0).round() / 10.0,
+            }),
+        );
+    }
+    Ok(json!({
+        "window_s": (secs * 10.0).round() / 10.0,
+        "processes": rows,
+        "total_pvbus": {
+            "rss_kib": pvbus_rss,
+            "cpu_s_per_hour": (pvbus_cpu * 10.0).round() / 10.0,
+            "wakeups_per_s": (pvbus_wake * 10.0).round() / 10.0,
+        },
+        "total_with_simulators": {
+            "rss_kib": rss,
+            "cpu_s_per_hour": (cpu * 10.0).round() / 10.0,
+            "wakeups_per_s": (wake * 10.0).round() / 10.0,
+        },
+    }))
+}
+
+/// Starts the demo stack, lets it settle for `settle`, measures `window` with data, stops
+/// the simulators, lets the devices go stale, measures `window` again.
+pub fn run(
+    pvbus: &Path,
+    settle: Duration,
+    window: Duration,
+    broker: BrokerKind,
+) -> anyhow::Result<Value> {
+    let stack = Stack::start(pvbus, CONFIG, broker)?;
+    let table = stack.wait_running(PROCESSES)?;
+    let mut procs: Vec<Proc> = table
+        .into_iter()
+        .map(|(name, pid, role)| Proc { name, role, pid })
+        .collect();
+    if let Some(pid) = stack.mosquitto_pid() {
+        procs.push(Proc {
+            name: "mosquitto".into(),
+            role: "broker".into(),
+            pid,
+        });
+    }
+    procs.push(Proc {
+        name: "supervisor".into(),
+        role: "supervisor".into(),
+        pid: stack.supervisor_pid(),
+    });
+    let ticks = procfs::clock_ticks_per_second();
+    std::thread::sleep(settle);
+    let flowing = measure(&procs, window, ticks)?;
+
+    let simulators: Vec<u32> = procs
+        .iter()
+        .filter(|p| p.role == "simulator")
+        .map(|p| p.pid)
+        .collect();
+    for pid in &simulators {
+        send("STOP", *pid)?;
+    }
+    // The bridge marks the devices offline after stale_after; what follows is the quiet.
+    std::thread::sleep(settle);
+    let idle = measure(&procs, window, ticks);
+    for pid in &simulators {
+        let _ = send("CONT", *pid);
+    }
+    let idle = idle?;
+    stack.stop();
+    Ok(json!({
+        "bench": "footprint",
+        "broker": format!("{broker:?}").to_lowercase(),
+        "stack": "embedded broker, vedirect (2 MPPT + 1 BMV simulated at 1 block/s), relays (2, sim GPIO), rules (2), homeassistant, tm1638 + lcd (sim)",
+        "settle_s": settle.as_secs(),
+        "flowing": flowing,
+        "no_data": idle,
+    }))
+}

@@ -1,0 +1,15 @@
+//! Whole-system benchmarks of pvbus, measured from outside the real binary.
+//!
+//! Layout:
+//! - [`procfs`]: one process's resident memory, CPU time and context switches from `/proc`;
+//! - [`stack`]: `pvbus run` on a temp dir and a free port, with its configuration;
+//! - [`latency`]: decision latency, a VE.Direct block on a pty to a simulated relay pin;
+//! - [`footprint`]: memory, CPU and wake-ups of every process of the demo stack, with data
+//!   flowing and with the simulated devices stopped;
+//! - [`report`]: percentiles and where results are written.
+
+pub mod footprint;
+pub mod latency;
+pub mod procfs;
+pub mod report;
+pub mod stack;
