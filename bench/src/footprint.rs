@@ -146,8 +146,8 @@ fn measure(procs: &[Proc], window: Duration, ticks: u64) -> anyhow::Result<Value
     let after = sample_all()?;
     let secs = started.elapsed().as_secs_f64();
     let mut rows = BTreeMap::new();
-    let (mut rss, mut cpu, mut wake) = (0u64, 0.0, 0.0);
-    let (mut pvbus_rss, mut pvbus_cpu, mut pvbus_wake) = (0u64, 0.0, 0.0);
+    let (mut rss, mut pss, mut cpu, mut wake) = (0u64, 0u64, 0.0, 0.0);
+    let (mut pvbus_rss, mut pvbus_pss, mut pvbus_cpu, mut pvbus_wake) = (0u64, 0u64, 0.0, 0.0);
     for (i, p) in procs.iter().enumerate() {
         let cpu_s_per_hour =
             (after[i].cpu_ticks - before[i].cpu_ticks) as f64 / ticks as f64 / secs * 3600.0;
@@ -155,12 +155,15 @@ fn measure(procs: &[Proc], window: Duration, ticks: u64) -> anyhow::Result<Value
             .context_switches
             .saturating_sub(before[i].context_switches)) as f64
             / secs;
+        let p_pss = after[i].pss_kib.unwrap_or(0);
         rss += after[i].rss_kib;
+        pss += p_pss;
         cpu += cpu_s_per_hour;
         wake += wakeups;
         // Simulators stand in for the devices: they do not run on the target.
         if p.role != "simulator" {
             pvbus_rss += after[i].rss_kib;
+            pvbus_pss += p_pss;
             pvbus_cpu += cpu_s_per_hour;
             pvbus_wake += wakeups;
         }
@@ -170,6 +173,7 @@ fn measure(procs: &[Proc], window: Duration, ticks: u64) -> anyhow::Result<Value
                 "role": p.role,
                 "pid": p.pid,
                 "rss_kib": after[i].rss_kib,
+                "pss_kib": after[i].pss_kib,
                 "peak_rss_kib": peak_rss[i],
                 "cpu_s_per_hour": (cpu_s_per_hour * 10.0).round() / 10.0,
                 "wakeups_per_s": (wakeups * 10.0).round() / 10.0,
@@ -181,11 +185,13 @@ fn measure(procs: &[Proc], window: Duration, ticks: u64) -> anyhow::Result<Value
         "processes": rows,
         "total_pvbus": {
             "rss_kib": pvbus_rss,
+            "pss_kib": pvbus_pss,
             "cpu_s_per_hour": (pvbus_cpu * 10.0).round() / 10.0,
             "wakeups_per_s": (pvbus_wake * 10.0).round() / 10.0,
         },
         "total_with_simulators": {
             "rss_kib": rss,
+            "pss_kib": pss,
             "cpu_s_per_hour": (cpu * 10.0).round() / 10.0,
             "wakeups_per_s": (wake * 10.0).round() / 10.0,
         },

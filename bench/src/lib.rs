@@ -6,8 +6,11 @@
 //! - [`latency`]: decision latency, a VE.Direct block on a pty to a simulated relay pin;
 //! - [`footprint`]: memory, CPU and wake-ups of every process of the demo stack, with data
 //!   flowing and with the simulated devices stopped;
+//! - [`broker`]: the embedded broker and mosquitto side by side: retained catch-up,
+//!   fan-out, a reconnect storm;
 //! - [`report`]: percentiles and where results are written.
 
+pub mod broker;
 pub mod footprint;
 pub mod latency;
 pub mod procfs;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use pvbus_bench::stack::BrokerKind;
-use pvbus_bench::{footprint, latency, report};
+use pvbus_bench::{broker, footprint, latency, report};
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +35,9 @@ enum Bench {
         #[arg(long, default_value_t = 1000)]
         events: usize,
     },
+    /// The embedded broker and a mosquitto side by side: retained catch-up, fan-out, a
+    /// reconnect storm of every process at once.
+    Broker,
     /// Memory, CPU and wake-ups of every process of the demo stack, with and without data.
     Footprint {
         /// Seconds each measurement lasts.
@@ -65,6 +68,7 @@ fn main() -> anyhow::Result<()> {
             format!("decision_latency_{}.json", broker_name(cli.broker)),
             latency::run(&pvbus, events, cli.broker)?,
         ),
+        Bench::Broker => ("broker.json".to_string(), broker::run(&pvbus)?),
         Bench::Footprint { seconds, settle } => (
             format!("footprint_{}.json", broker_name(cli.broker)),
             footprint::run(

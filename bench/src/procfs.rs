@@ -18,8 +18,13 @@ pub enum ProcError {
 /// One process at one moment.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProcSample {
-    /// Resident set size (VmRSS), KiB.
+    /// Resident set size (VmRSS), KiB: counts in full the pages it shares with the other
+    /// pvbus processes (the same binary).
     pub rss_kib: u64,
+    /// Proportional set size (`Pss` of smaps_rollup), KiB: shared pages divided among
+    /// the processes sharing them, so that the sum over processes is the memory used.
+    /// `None` where the kernel has no smaps_rollup.
+    pub pss_kib: Option<u64>,
     /// User + system CPU time of every thread, clock ticks.
     pub cpu_ticks: u64,
     /// Voluntary + involuntary context switches summed over the process's live threads:
@@ -63,6 +68,9 @@ pub fn sample(pid: u32) -> Result<ProcSample, ProcError> {
         path: stat_path,
         field: "utime/stime",
     })?;
+    let pss_kib = fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|text| status_field(&text, "Pss"));
     // The process's own status counts its main thread only: sum every thread.
     let task_dir = PathBuf::from(format!("/proc/{pid}/task"));
     let tasks = fs::read_dir(&task_dir).map_err(|source| ProcError::Read {
@@ -79,6 +87,7 @@ pub fn sample(pid: u32) -> Result<ProcSample, ProcError> {
     }
     Ok(ProcSample {
         rss_kib,
+        pss_kib,
         cpu_ticks,
         context_switches,
     })
@@ -116,6 +125,13 @@ mod tests {
     fn this_process_can_be_sampled() {
         let s = sample(std::process::id()).unwrap();
         assert!(s.rss_kib > 0);
+        if let Some(pss) = s.pss_kib {
+            assert!(
+                pss > 0 && pss <= s.rss_kib,
+                "PSS {pss} KiB, RSS {} KiB",
+                s.rss_kib
+            );
+        }
         assert!(s.context_switches > 0);
         assert!(matches!(
             sample(u32::MAX).unwrap_err(),

@@ -153,7 +153,7 @@ impl Stack {
 
 /// mosquitto as the test kit starts it (TCP_NODELAY, no persistence), as our own child so
 /// that its pid can be measured.
-fn start_mosquitto(dir: &Path, port: u16) -> anyhow::Result<Child> {
+pub fn start_mosquitto(dir: &Path, port: u16) -> anyhow::Result<Child> {
     let conf = dir.join("mosquitto.conf");
     std::fs::write(
         &conf,

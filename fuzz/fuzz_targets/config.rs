@@ -30,8 +30,16 @@ fuzz_target!(|data: &[u8]| {
             .map_err(|e| e.to_string())
             .and_then(|c| c.validate().map_err(|e| e.to_string())),
     );
-    note(pvbus_vedirect_bridge::config::load(&settings).map(drop).map_err(|e| e.to_string()));
-    note(pvbus_relays::config::load(&settings).map(drop).map_err(|e| e.to_string()));
+    note(
+        pvbus_vedirect_bridge::config::load(&settings)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+    );
+    note(
+        pvbus_relays::config::load(&settings)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+    );
     note(
         settings
             .section::<pvbus_homeassistant::config::HomeAssistantConfig>("homeassistant")
@@ -39,9 +47,21 @@ fuzz_target!(|data: &[u8]| {
             .map(drop)
             .map_err(|e| e.to_string()),
     );
-    note(pvbus_plugins::config::load(&settings).map(drop).map_err(|e| e.to_string()));
-    note(pvbus_panel::load_tm1638(&settings).map(drop).map_err(|e| e.to_string()));
-    note(pvbus_panel::load_lcd(&settings).map(drop).map_err(|e| e.to_string()));
+    note(
+        pvbus_plugins::config::load(&settings)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+    );
+    note(
+        pvbus_panel::load_tm1638(&settings)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+    );
+    note(
+        pvbus_panel::load_lcd(&settings)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+    );
     for e in errors {
         assert!(!e.trim().is_empty(), "an error without a message");
     }

@@ -177,6 +177,10 @@ impl Supervisor {
             {
                 publish_report(bus, &self.ctx.table);
                 bus.shutdown().await;
+                // The broker has our last messages (it closed the connection after our
+                // DISCONNECT), but may not have delivered them to every subscriber yet:
+                // give it a moment before it goes, or they never see us `offline`.
+                tokio::time::sleep(BROKER_DRAIN).await;
             }
             stop.send_replace(true);
             for task in tasks {
@@ -190,6 +194,9 @@ impl Supervisor {
 
 /// Publishes the table after every change (changes that come in a burst are published
 /// once: the watch channel keeps only the latest).
+/// How long the broker keeps running after the last process said goodbye.
+const BROKER_DRAIN: Duration = Duration::from_millis(300);
+
 async fn report_changes(bus: Bus, table: Table) {
     let mut rx = table.subscribe();
     loop {

@@ -1,9 +1,13 @@
 //! The process: glues the state machine to the GPIO lines, the disk and the bus.
 //!
 //! Order of every change, so that what others see is always true:
-//! 1. the output is written and read back (the first thing to happen: latency);
-//! 2. the saved view, if it changed, is written and fsynced, then the history;
-//! 3. only then `override`, `reason`, `stats`, `state` and, last, `mode` are
+//! 1. a command that changes the saved view (a forced mode, an override) is first
+//!    written and fsynced; if that fails (disk full) the command is refused with an
+//!    error and nothing changes;
+//! 2. the output is written and read back (first for the rules' auto changes, which are
+//!    not saved: latency);
+//! 3. the saved view of timed changes (an override's end), then the history;
+//! 4. only then `override`, `reason`, `stats`, `state` and, last, `mode` are
 //!    published: a `mode` that anyone saw is already on disk.
 //!
 //! One task, one `select!`: commands, the next deadline (an override's end, the
@@ -172,7 +176,7 @@ pub async fn run(
     }
     let boot_saves = boot.iter().any(|c| c.save);
     for change in boot {
-        relays.carry_out(change, true);
+        relays.carry_out(change, true, false);
     }
     if !boot_saves && loaded.saved.is_empty() {
         // A first start leaves a state file that says what it decided.
@@ -235,7 +239,7 @@ impl Relays {
         let now = self.clock.now();
         for change in self.machine.tick(now) {
             info!(relay = %change.id, from = %change.from, to = %change.to, reason = %change.reason.text, "timer");
-            self.carry_out(change, false);
+            self.carry_out(change, false, false);
         }
         // Midnight: a new day of statistics.
         let ids: Vec<String> = self.stats.keys().cloned().collect();
@@ -276,14 +280,34 @@ impl Relays {
                 RelayCommand::ModeSet => parse_mode_set(&message.payload, now.wall_ms, &self.tz),
                 RelayCommand::AutoSet => parse_auto_set(&message.payload),
             }
-            .and_then(|command| self.machine.apply(id, command, now))
+            .and_then(|command| {
+                // Kept to undo a change that must be saved but cannot be (disk full):
+                // a mode change is acknowledged only once it is on disk.
+                let before = self.machine.clone();
+                self.machine
+                    .apply(id, command, now)
+                    .map(|outcome| (outcome, before))
+            })
         };
         match result {
             Err(error) => self.bus.report_error(&message.topic, error),
-            Ok(Err(unchanged)) => debug!(relay = id, ?unchanged, "command changes nothing"),
-            Ok(Ok(change)) => {
+            Ok((Err(unchanged), _)) => {
+                debug!(relay = id, ?unchanged, "command changes nothing")
+            }
+            Ok((Ok(change), before)) => {
+                if change.save
+                    && let Err(e) = self.store.save(&self.machine.saved())
+                {
+                    error!(relay = %change.id, error = %e, "relay state NOT saved: command refused");
+                    self.machine = before;
+                    self.bus.report_error(
+                        &message.topic,
+                        format!("not applied: the relay state cannot be saved ({e})"),
+                    );
+                    return;
+                }
                 info!(relay = %change.id, from = %change.from, to = %change.to, by = ?change.reason.by, "mode");
-                self.carry_out(change, false);
+                self.carry_out(change, false, true);
             }
         }
     }
@@ -296,8 +320,9 @@ impl Relays {
         }
     }
 
-    /// Output, disk, bus: in that order (see the module comment).
-    fn carry_out(&mut self, change: Change, boot: bool) {
+    /// Output, disk, bus: in that order (see the module comment). `saved` when the
+    /// caller has already written the saved view (a command that needed it).
+    fn carry_out(&mut self, change: Change, boot: bool, saved: bool) {
         let now_ms = now_wall_ms();
         let want_on = change.to.wants_on();
         let output = self
@@ -313,7 +338,7 @@ impl Relays {
                 .report_error(&self.bus.topics().relay_state(&change.id), e);
         }
         let on = output.on;
-        if change.save {
+        if change.save && !saved {
             self.save();
         }
         if change.from != change.to || was_on != on {

@@ -111,10 +111,15 @@ impl Store {
         let body = serde_json::to_vec_pretty(&state).expect("state serialises");
         let path = self.dir.join(STATE_FILE);
         let temp = self.dir.join(format!(".{STATE_FILE}.tmp"));
-        {
+        let written = (|| {
             let mut file = File::create(&temp).map_err(io(&temp))?;
             file.write_all(&body).map_err(io(&temp))?;
-            file.sync_all().map_err(io(&temp))?;
+            file.sync_all().map_err(io(&temp))
+        })();
+        if let Err(e) = written {
+            // A full disk: leave the old state as it was, and give back the space.
+            let _ = std::fs::remove_file(&temp);
+            return Err(e);
         }
         std::fs::rename(&temp, &path).map_err(io(&path))?;
         sync_dir(&self.dir)
