@@ -50,6 +50,19 @@ pub struct LanListener {
     pub listen: SocketAddr,
     /// `[[broker.lan.users]]`, at least one.
     pub users: Vec<BrokerUser>,
+    /// `tls = { cert = "...", key = "..." }`: the listener speaks MQTT over TLS only.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+}
+
+/// `[broker.lan] tls`: PEM files, read once at start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// Server certificate, followed by any intermediate certificates.
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1); keep it readable by the pvbus user only.
+    pub key: PathBuf,
 }
 
 /// `[[broker.lan.users]]`
@@ -153,6 +166,22 @@ impl BrokerConfig {
                     "the LAN listener needs at least one [[broker.lan.users]]",
                 ));
             }
+            if let Some(tls) = &lan.tls {
+                for (key, path) in [
+                    ("broker.lan.tls.cert", &tls.cert),
+                    ("broker.lan.tls.key", &tls.key),
+                ] {
+                    if path.as_os_str().is_empty() {
+                        return Err(invalid(key, "must name a PEM file"));
+                    }
+                }
+                if tls.cert == tls.key {
+                    return Err(invalid(
+                        "broker.lan.tls.key",
+                        "names the same file as broker.lan.tls.cert; give the key its own file",
+                    ));
+                }
+            }
             for (index, user) in lan.users.iter().enumerate() {
                 if user.username.is_empty() {
                     return Err(invalid(
@@ -207,6 +236,7 @@ mod tests {
             lan: Some(LanListener {
                 listen: "0.0.0.0:1884".parse().unwrap(),
                 users: vec![],
+                tls: None,
             }),
             ..BrokerConfig::default()
         };
@@ -222,6 +252,15 @@ mod tests {
         config.lan.as_mut().unwrap().users[0].password_hash =
             password::hash_password("pw").unwrap();
         config.validate().unwrap();
+        config.lan.as_mut().unwrap().tls = Some(TlsFiles {
+            cert: "/etc/pvbus/tls/server.pem".into(),
+            key: "".into(),
+        });
+        assert_eq!(key_of(config.validate()), "broker.lan.tls.key");
+        config.lan.as_mut().unwrap().tls.as_mut().unwrap().key = "/etc/pvbus/tls/server.pem".into();
+        assert_eq!(key_of(config.validate()), "broker.lan.tls.key");
+        config.lan.as_mut().unwrap().tls.as_mut().unwrap().key = "/etc/pvbus/tls/server.key".into();
+        config.validate().unwrap();
     }
 
     #[test]
@@ -235,6 +274,19 @@ mod tests {
         assert_eq!(config.topic_prefix, "pvbus");
         assert_eq!(config.segment_count, BrokerConfig::default().segment_count);
         config.validate().unwrap();
+        assert!(config.lan.as_ref().unwrap().tls.is_none());
+        let config: BrokerConfig = toml::from_str(
+            "[lan]\nlisten = \"0.0.0.0:8883\"\nusers = []\n\
+             tls = { cert = \"/etc/pvbus/tls/server.crt\", key = \"/etc/pvbus/tls/server.key\" }\n",
+        )
+        .unwrap();
+        let tls = config.lan.unwrap().tls.unwrap();
+        assert_eq!(tls.key, PathBuf::from("/etc/pvbus/tls/server.key"));
+        let err = toml::from_str::<BrokerConfig>(
+            "[lan]\nlisten = \"0.0.0.0:8883\"\nusers = []\ntls = { cert = \"a\", key = \"b\", ca = \"c\" }\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("ca"), "{err}");
         let err = toml::from_str::<BrokerConfig>("listn = \"127.0.0.1:1\"").unwrap_err();
         assert!(err.to_string().contains("listn"), "{err}");
         let err = toml::from_str::<BrokerConfig>("topic_prefix = \"x\"").unwrap_err();

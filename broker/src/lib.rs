@@ -7,6 +7,7 @@
 //! - `packet`: just enough MQTT 3.1.1 framing for the relay.
 //! - `relay`: the listeners clients connect to; relays each connection to rumqttd and
 //!   handles retained messages and logins.
+//! - `tls`: loads the LAN listener's certificate and key into a TLS acceptor.
 //! - [`retained`]: the retained-message store and its atomic, coalesced saves to disk.
 //! - [`password`]: Argon2 hashes for LAN users (`pvbus broker hash-password`).
 //! - `cli`: the `pvbus broker` process: config, flags, signals ([`Cli`], [`main`]).
@@ -19,6 +20,7 @@ mod packet;
 pub mod password;
 mod relay;
 pub mod retained;
+mod tls;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -32,7 +34,7 @@ use bytes::Bytes;
 use tokio::sync::{Semaphore, oneshot};
 
 pub use cli::{BrokerCommand, Cli, main};
-pub use config::{BrokerConfig, BrokerUser, LanListener};
+pub use config::{BrokerConfig, BrokerUser, LanListener, TlsFiles};
 pub use password::{hash_password, verify_password};
 use relay::{Access, Relay};
 use retained::{LoadError, RETAINED_FILE, RetainedStore, SaveError};
@@ -48,6 +50,12 @@ pub enum BrokerError {
     DataDir {
         path: PathBuf,
         source: std::io::Error,
+    },
+    #[error("config key `{key}`: {path}: {problem}")]
+    Tls {
+        key: String,
+        path: PathBuf,
+        problem: String,
     },
     #[error(transparent)]
     Load(LoadError),
@@ -94,6 +102,11 @@ impl EmbeddedBroker {
             config.max_retained_topics,
             config.max_retained_bytes,
         ));
+        // Before any port opens: a bad certificate or key stops the start.
+        let lan_tls = match config.lan.as_ref().and_then(|lan| lan.tls.as_ref()) {
+            Some(files) => Some(tls::load_acceptor(files)?),
+            None => None,
+        };
         restore_retained(&store, &config)?;
 
         // Our listeners first: a taken port is an error here, not a silent rumqttd log line.
@@ -142,14 +155,24 @@ impl EmbeddedBroker {
                     let mut tasks = tokio::task::JoinSet::new();
                     match listener(local) {
                         Ok(local) => {
-                            tasks.spawn(relay::serve(local, Access::Local, Arc::clone(&relay)));
+                            tasks.spawn(relay::serve(
+                                local,
+                                Access::Local,
+                                None,
+                                Arc::clone(&relay),
+                            ));
                         }
                         Err(error) => tracing::error!(%error, "loopback listener lost"),
                     }
                     if let Some((lan, users)) = lan {
                         match listener(lan) {
                             Ok(lan) => {
-                                tasks.spawn(relay::serve(lan, Access::Login(users), relay));
+                                tasks.spawn(relay::serve(
+                                    lan,
+                                    Access::Login(users),
+                                    lan_tls,
+                                    relay,
+                                ));
                             }
                             Err(error) => tracing::error!(%error, "LAN listener lost"),
                         }
@@ -165,6 +188,7 @@ impl EmbeddedBroker {
         tracing::info!(
             listen = %local_addr,
             lan = ?lan_addr,
+            lan_tls = config.lan.as_ref().is_some_and(|lan| lan.tls.is_some()),
             retained = store.len(),
             ready_ms = started.elapsed().as_millis() as u64,
             "embedded broker ready"

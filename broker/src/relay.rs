@@ -4,7 +4,7 @@
 //!   publish or a will, so rumqttd's own store stays empty), and after each SUBACK it sends
 //!   the subscriber every matching retained message itself, with no count limit (rumqttd
 //!   sends at most 100 at QoS 1 and drops the rest);
-//! - login on the LAN listener, checked against Argon2 hashes;
+//! - login on the LAN listener, checked against Argon2 hashes, optionally over TLS;
 //! - a connection limit that refuses politely instead of queueing.
 //!
 //! Packet identifiers: rumqttd numbers its outgoing QoS 1/2 publishes 1..=100 (MAX_PKID in
@@ -17,10 +17,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::BrokerUser;
 use crate::packet::{self, Frame, PacketError};
@@ -30,7 +31,7 @@ use crate::retained::{RetainedStore, StoreOutcome};
 const RUMQTTD_MAX_PKID: u16 = 100;
 /// First packet identifier of the retained publishes the relay injects.
 const INJECTED_FIRST_PKID: u16 = 1001;
-/// A client has this long to send CONNECT after the TCP handshake.
+/// A client has this long to finish the TLS handshake, then as long again to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Who may connect on a listener.
@@ -60,10 +61,20 @@ enum SessionError {
     ConnectTimeout(Duration),
     #[error("first packet is not CONNECT (type {0})")]
     NotConnect(u8),
+    #[error("TLS handshake failed: {0}")]
+    Handshake(std::io::Error),
+    #[error("no TLS handshake within {0:?}")]
+    HandshakeTimeout(Duration),
 }
 
-/// Accepts connections on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, access: Access, relay: Arc<Relay>) {
+/// Accepts connections on `listener` until the task is dropped; with `tls`, each connection
+/// is a TLS session first (the loopback listener has none).
+pub async fn serve(
+    listener: TcpListener,
+    access: Access,
+    tls: Option<TlsAcceptor>,
+    relay: Arc<Relay>,
+) {
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -80,8 +91,9 @@ pub async fn serve(listener: TcpListener, access: Access, relay: Arc<Relay>) {
         };
         let relay = Arc::clone(&relay);
         let access = access.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            match relay.session(socket, &access).await {
+            match relay.accept(socket, tls, &access).await {
                 Ok(()) => {}
                 // The peer's fault (bad packet, no CONNECT): worth a line in the log.
                 Err(
@@ -90,7 +102,9 @@ pub async fn serve(listener: TcpListener, access: Access, relay: Arc<Relay>) {
                         | PacketError::TooLarge { .. }
                         | PacketError::BadRemainingLength,
                     )
-                    | SessionError::NotConnect(_)),
+                    | SessionError::NotConnect(_)
+                    | SessionError::Handshake(_)
+                    | SessionError::HandshakeTimeout(_)),
                 ) => tracing::warn!(%peer, %error, "connection closed"),
                 Err(error) => tracing::debug!(%peer, %error, "connection ended"),
             }
@@ -103,9 +117,34 @@ pub async fn serve(listener: TcpListener, access: Access, relay: Arc<Relay>) {
 type PendingSubscriptions = Arc<Mutex<HashMap<u16, Vec<String>>>>;
 
 impl Relay {
-    async fn session(&self, socket: TcpStream, access: &Access) -> Result<(), SessionError> {
+    async fn accept(
+        &self,
+        socket: TcpStream,
+        tls: Option<TlsAcceptor>,
+        access: &Access,
+    ) -> Result<(), SessionError> {
         socket.set_nodelay(true)?;
-        let (client_read, mut client_write) = socket.into_split();
+        let Some(tls) = tls else {
+            return self.session(socket, access).await;
+        };
+        let started = std::time::Instant::now();
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tls.accept(socket))
+            .await
+            .map_err(|_| SessionError::HandshakeTimeout(CONNECT_TIMEOUT))?
+            .map_err(SessionError::Handshake)?;
+        tracing::debug!(
+            handshake_us = started.elapsed().as_micros() as u64,
+            "TLS session established"
+        );
+        self.session(stream, access).await
+    }
+
+    /// One client connection, plain TCP or TLS.
+    async fn session<S>(&self, socket: S, access: &Access) -> Result<(), SessionError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (client_read, mut client_write) = tokio::io::split(socket);
         let mut client_read = BufReader::new(client_read);
 
         let first = tokio::time::timeout(
@@ -125,6 +164,7 @@ impl Relay {
             tracing::info!("MQTT 5 client refused: the embedded broker speaks MQTT 3.1.1");
             let refusal = packet::encode_connack(packet::CONNACK_UNACCEPTABLE_PROTOCOL);
             client_write.write_all(&refusal).await?;
+            client_write.flush().await?;
             return Ok(());
         }
         if let Access::Login(users) = access
@@ -138,6 +178,7 @@ impl Relay {
             client_write
                 .write_all(&packet::encode_connack(code))
                 .await?;
+            client_write.flush().await?;
             return Ok(());
         }
         if connect.keep_alive == 0 {
@@ -185,9 +226,9 @@ impl Relay {
         result
     }
 
-    async fn client_to_broker(
+    async fn client_to_broker<S: AsyncRead + AsyncWrite>(
         &self,
-        client: &mut BufReader<OwnedReadHalf>,
+        client: &mut BufReader<ReadHalf<S>>,
         upstream: &mut OwnedWriteHalf,
         pending: &PendingSubscriptions,
         clean_disconnect: &mut bool,
@@ -222,10 +263,10 @@ impl Relay {
         Ok(())
     }
 
-    async fn broker_to_client(
+    async fn broker_to_client<S: AsyncRead + AsyncWrite>(
         &self,
         mut upstream: BufReader<OwnedReadHalf>,
-        client: &mut OwnedWriteHalf,
+        client: &mut WriteHalf<S>,
         pending: &PendingSubscriptions,
         accepted: &mut bool,
     ) -> Result<(), SessionError> {
@@ -245,6 +286,8 @@ impl Relay {
                 }
                 _ => {}
             }
+            // TLS keeps what did not fit the socket buffer until flushed (no-op on TCP).
+            client.flush().await?;
         }
         Ok(())
     }

@@ -316,6 +316,7 @@ async fn lan_listener_requires_the_right_password() {
                 username: "ha".into(),
                 password_hash: pvbus_broker::hash_password("s3cret").unwrap(),
             }],
+            tls: None,
         }),
         ..config(dir.path())
     };
