@@ -228,13 +228,8 @@ fn driven(board: &Path, pin: u8) -> bool {
 }
 
 fn rss_kib(pid: i32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
+    pvbus_testkit::rss_kib(pid as u32)
+        .unwrap_or_else(|| panic!("no VmRSS for pid {pid}: the process is gone"))
 }
 
 fn env_count(name: &str, default: u64) -> u64 {

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use pvbus_bus::contract::AutoSet;
 use pvbus_hardware::{Level, SimLog};
-use pvbus_testkit::{Child, Recorder, Seen, free_port};
+use pvbus_testkit::{Child, Recorder, Seen, free_port, rss_kib};
 use serde_json::Value;
 
 const PVBUS: &str = env!("CARGO_BIN_EXE_pvbus");
@@ -150,15 +150,6 @@ fn env_f64(name: &str, default: f64) -> f64 {
         .and_then(|v| v.parse().ok())
         .filter(|v: &f64| v.is_finite() && *v > 0.0)
         .unwrap_or(default)
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
 }
 
 /// Every regular file under `dir` with its size, by path relative to `dir`.

@@ -15,6 +15,27 @@ pub fn now_ts() -> u64 {
         .unwrap_or(0)
 }
 
+/// The charger states of the topic contract (`charge_state` in a device's state), in
+/// the order of Victron's CS codes. Rules check names against it; Home Assistant offers
+/// it as the options of an `enum` sensor.
+pub const CHARGE_STATES: &[&str] = &[
+    "off",
+    "low_power",
+    "fault",
+    "bulk",
+    "absorption",
+    "float",
+    "storage",
+    "equalize_manual",
+    "inverting",
+    "power_supply",
+    "starting_up",
+    "repeated_absorption",
+    "auto_equalize",
+    "battery_safe",
+    "external_control",
+];
+
 /// The four relay modes of PvMonit. Rules only move a relay between the two auto
 /// modes; people and buttons choose between forced and auto.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -509,24 +509,7 @@ const VEDIRECT_TEXT: &[&str] = &[
 
 const VEDIRECT_BOOL: &[&str] = &["load_output", "alarm", "relay"];
 
-/// The charger states of the topic contract.
-pub const CHARGE_STATES: &[&str] = &[
-    "off",
-    "low_power",
-    "fault",
-    "bulk",
-    "absorption",
-    "float",
-    "storage",
-    "equalize_manual",
-    "inverting",
-    "power_supply",
-    "starting_up",
-    "repeated_absorption",
-    "auto_equalize",
-    "battery_safe",
-    "external_control",
-];
+pub use pvbus_bus::contract::CHARGE_STATES;
 
 const SITE_NAMES: &[&str] = &["pv_power", "battery_power", "consumption", "surplus"];
 const MODES: &[&str] = &["forced_off", "auto_off", "auto_on", "forced_on"];

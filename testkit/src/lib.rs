@@ -4,6 +4,7 @@
 //! - [`free_port`]: a TCP port nobody listens on;
 //! - [`Mosquitto`]: a real mosquitto on 127.0.0.1 (installed from apt), restartable;
 //! - [`Child`]: a child process killed (SIGKILL) when dropped, with `kill9`/`terminate`;
+//! - [`rss_kib`]: a process's resident memory, from /proc;
 //! - [`Recorder`]: a rumqttc subscriber that records everything it sees, so tests wait
 //!   for a topic to reach a value with a deadline instead of sleeping.
 
@@ -303,6 +304,16 @@ impl Drop for Recorder {
             self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
+}
+
+/// Resident memory (VmRSS) of process `pid` in KiB, or `None` once it has gone.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// The `shared/` folder beside the repository (test data), from a crate's manifest dir.

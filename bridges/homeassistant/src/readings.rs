@@ -57,24 +57,7 @@ pub struct Reading {
     pub diagnostic: bool,
 }
 
-/// The charger states of the contract (`charge_state`).
-pub const CHARGE_STATES: &[&str] = &[
-    "off",
-    "low_power",
-    "fault",
-    "bulk",
-    "absorption",
-    "float",
-    "storage",
-    "equalize_manual",
-    "inverting",
-    "power_supply",
-    "starting_up",
-    "repeated_absorption",
-    "auto_equalize",
-    "battery_safe",
-    "external_control",
-];
+pub use pvbus_bus::contract::CHARGE_STATES;
 
 use Kind::{Binary, Enum, Hidden, Identity, List, Sensor};
 use StateClass::{Measurement as M, TotalIncreasing as T};

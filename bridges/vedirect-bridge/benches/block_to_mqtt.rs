@@ -180,13 +180,7 @@ fn main() {
 
     micros.sort_unstable();
     // Resident memory of this whole process: the bridge plus the test subscriber.
-    let rss_kb: Option<u64> = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        });
+    let rss_kb = pvbus_testkit::rss_kib(std::process::id());
     let result = serde_json::json!({
         "process_rss_kb_bridge_plus_subscriber": rss_kb,
         "bench": "vedirect_block_to_mqtt",
