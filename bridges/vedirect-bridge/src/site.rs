@@ -224,4 +224,19 @@ mod tests {
         assert!(s.to_publish(t0 + Duration::from_secs(2), 3).is_some());
         assert!(s.to_publish(t0 + Duration::from_secs(13), 14).is_some());
     }
+
+    /// Every charger state the decoder can publish is in the contract's list, which Home
+    /// Assistant uses as an enum sensor's options and the rules check names against: a
+    /// name missing there puts the HA entity in error when a device reports it.
+    #[test]
+    fn every_decoded_charge_state_is_in_the_contract() {
+        for code in 0..=255 {
+            if let Some(name) = vedirect::decode::charge_state_name(code) {
+                assert!(
+                    pvbus_bus::contract::CHARGE_STATES.contains(&name),
+                    "CS {code} decodes to {name:?}, missing from contract::CHARGE_STATES"
+                );
+            }
+        }
+    }
 }
