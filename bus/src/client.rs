@@ -101,6 +101,9 @@ struct Inner {
     tx: mpsc::UnboundedSender<Outgoing>,
     remembered: Mutex<Remembered>,
     connected: watch::Receiver<bool>,
+    /// Set by [`Bus::shutdown`]: from then on incoming messages are discarded rather
+    /// than waited on, because a process that is stopping no longer reads its inbox.
+    closing: watch::Sender<bool>,
     stopped: Mutex<Option<oneshot::Receiver<()>>>,
 }
 
@@ -147,6 +150,7 @@ impl Bus {
         let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
         let (connected_tx, connected_rx) = watch::channel(false);
         let (stopped_tx, stopped_rx) = oneshot::channel();
+        let (closing_tx, closing_rx) = watch::channel(false);
 
         let inner = Arc::new(Inner {
             process: process.to_string(),
@@ -154,6 +158,7 @@ impl Bus {
             tx,
             remembered: Mutex::new(Remembered::default()),
             connected: connected_rx.clone(),
+            closing: closing_tx,
             stopped: Mutex::new(Some(stopped_rx)),
         });
         let bus = Bus { inner };
@@ -163,6 +168,7 @@ impl Bus {
             eventloop,
             bus.clone_weak_view(),
             inbox_tx,
+            closing_rx,
             connected_tx,
             stopped_tx,
         ));
@@ -241,7 +247,13 @@ impl Bus {
     }
 
     /// Publishes `offline`, disconnects cleanly and waits (at most 2 s) until done.
+    ///
+    /// What was published before goes out first. Incoming messages are discarded from
+    /// now on: the connection stops reading the socket while the inbox is full, so a
+    /// process that no longer reads it, under a flood of messages, would otherwise never
+    /// get its last publications, nor its `offline`, out.
     pub async fn shutdown(&self) {
+        self.inner.closing.send_replace(true);
         let _ = self.inner.tx.send(Outgoing::Shutdown);
         let stopped = self.inner.stopped.lock().expect("bus lock").take();
         if let Some(stopped) = stopped {
@@ -326,6 +338,7 @@ async fn drive(
     mut eventloop: EventLoop,
     bus: std::sync::Weak<Inner>,
     inbox: mpsc::Sender<Event>,
+    mut closing: watch::Receiver<bool>,
     connected: watch::Sender<bool>,
     stopped: oneshot::Sender<()>,
 ) {
@@ -340,7 +353,7 @@ async fn drive(
                 backoff.reset();
                 connected.send_replace(true);
                 replay(&inner);
-                let _ = inbox.send(Event::Connected).await;
+                deliver(&inbox, Event::Connected, &mut closing).await;
             }
             Ok(rumqttc::Event::Incoming(Packet::Publish(p))) => {
                 let msg = Message {
@@ -348,9 +361,7 @@ async fn drive(
                     payload: p.payload,
                     retain: p.retain,
                 };
-                if inbox.send(Event::Message(msg)).await.is_err() {
-                    // Nobody listens any more; keep the connection for publishing.
-                }
+                deliver(&inbox, Event::Message(msg), &mut closing).await;
             }
             Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
                 drain_until_closed(&mut eventloop).await;
@@ -361,7 +372,7 @@ async fn drive(
             Err(e) => {
                 let was_connected = connected.send_replace(false);
                 if was_connected {
-                    let _ = inbox.send(Event::Disconnected).await;
+                    deliver(&inbox, Event::Disconnected, &mut closing).await;
                 }
                 failures += 1;
                 let delay = backoff.next_delay();
@@ -376,6 +387,26 @@ async fn drive(
     }
     connected.send_replace(false);
     let _ = stopped.send(());
+}
+
+/// Hands `event` to the process, waiting while its inbox is full (back-pressure onto
+/// the broker), until the bus is shutting down: then it is dropped, so that the event
+/// loop goes on and the last publications leave. Dropped too when nobody holds the
+/// inbox any more; the connection stays up for publishing.
+async fn deliver(inbox: &mpsc::Sender<Event>, event: Event, closing: &mut watch::Receiver<bool>) {
+    if *closing.borrow() {
+        return;
+    }
+    let shutting_down = async {
+        if closing.wait_for(|c| *c).await.is_err() {
+            // Every `Bus` handle is gone: nobody can shut down any more.
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        _ = inbox.send(event) => {}
+        _ = shutting_down => {}
+    }
 }
 
 /// After our DISCONNECT, reads until the broker closes the connection (or 1 s passes).

@@ -188,3 +188,48 @@ async fn last_publications_survive_shutdown() {
         .count();
     assert_eq!(offline, 10, "a last will fired: the DISCONNECT was lost");
 }
+
+/// A process that has stopped reading its inbox (it is stopping, busy stopping its
+/// children) while a flood of messages arrives still gets its last publications and its
+/// `offline` out. The connection stops reading the socket while the inbox is full, so
+/// without [`Bus::shutdown`] discarding what arrives, they would wait forever behind it.
+#[tokio::test(flavor = "current_thread")]
+async fn shutdown_gets_out_under_a_flood_nobody_reads() {
+    let broker = Mosquitto::start();
+    let rec = Recorder::start(broker.addr(), "pvbus/stopper/#");
+    let cfg = BusConfig::at(broker.addr());
+    let (bus, _inbox_never_read) = Bus::connect(&cfg, "stopper");
+    bus.subscribe("pvbus/flood/in");
+    let (src, _src_inbox) = Bus::connect(&cfg, "source");
+    bus.wait_connected().await;
+    src.wait_connected().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Far more than the inbox and rumqttc's buffers hold.
+    for i in 0..5000 {
+        src.publish("pvbus/flood/in", i.to_string());
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    bus.publish_retained("pvbus/stopper/last/state", "stopped");
+    bus.shutdown().await;
+
+    let r = rec.clone();
+    tokio::task::spawn_blocking(move || {
+        r.expect(
+            "pvbus/stopper/last/state",
+            "stopped",
+            Duration::from_secs(5),
+        );
+        r.expect("pvbus/stopper/status", "offline", Duration::from_secs(5));
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let offline = rec
+        .all()
+        .iter()
+        .filter(|s| s.topic == "pvbus/stopper/status" && s.payload == "offline")
+        .count();
+    assert_eq!(offline, 1, "our own offline, and no last will");
+    src.shutdown().await;
+}

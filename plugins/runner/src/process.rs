@@ -400,6 +400,9 @@ pub async fn run(
     }
 
     info!("stopping the plugins");
+    // No longer read: dropped, incoming messages are discarded at once, so that a plugin
+    // still flooding the bus cannot hold up the health reports of those being stopped.
+    drop(inbox);
     stop_exec.send_replace(true);
     if let Some(f) = folder {
         f.stop_all().await;
