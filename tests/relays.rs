@@ -328,3 +328,27 @@ fn an_unreadable_state_file_is_reported_kept_aside_and_relays_start_in_auto() {
         .count();
     assert_eq!(kept, 1);
 }
+
+/// A second `pvbus relays` on the same state directory (a hand-started one beside the
+/// service) would fight the first over the outputs: it refuses to start, says who holds
+/// them, and the first goes on unaffected.
+#[test]
+fn a_second_relay_process_on_one_state_directory_refuses_to_start() {
+    let setup = RelaysSetup::new("600", TWO_RELAYS);
+    let first = setup.start();
+    let seen = setup.recorder("pvbus/relays/#");
+    let second = setup.pvbus(&["relays"]);
+    assert!(!second.status.success(), "the second one ran");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains(&setup.state().display().to_string())
+            && stderr.contains(&format!("pid {}", first.pid()))
+            && stderr.contains("already used by another pvbus relays"),
+        "{stderr}"
+    );
+    // The first one never saw a second client: still online, still obeying.
+    setup.publish("pvbus/relays/pump/mode/set", "forced_on");
+    seen.expect("pvbus/relays/pump/mode", "forced_on", WAIT);
+    assert_eq!(seen.last("pvbus/relays/status").as_deref(), Some("online"));
+    assert_eq!(saved_level(&setup.board(), 27), Some(Level::High));
+}

@@ -12,6 +12,11 @@
 //! can at worst leave a torn last line, which the reader skips and counts. Past
 //! `history_max_bytes` the file is renamed to `history.1.jsonl` (replacing the
 //! previous one), so the history is bounded by twice that size.
+//!
+//! `lock` is held (flock) while the store is open: two relay processes on one state
+//! directory would fight over the same outputs and overwrite each other's modes, so
+//! the second one refuses to start. The kernel releases it when the process dies,
+//! however it dies.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -26,6 +31,7 @@ use crate::machine::SavedRelay;
 const STATE_FILE: &str = "state.json";
 const HISTORY_FILE: &str = "history.jsonl";
 const OLD_HISTORY_FILE: &str = "history.1.jsonl";
+const LOCK_FILE: &str = "lock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -34,6 +40,11 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "{dir} is already used by another pvbus relays{}: two processes would fight over the same relays; stop it first",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Locked { dir: PathBuf, pid: Option<u32> },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -75,14 +86,46 @@ pub struct Loaded {
 
 pub struct Store {
     dir: PathBuf,
+    /// Held for as long as the store is open.
+    _lock: File,
     history: File,
     history_len: u64,
     history_max_bytes: u64,
 }
 
+/// Takes `<dir>/lock` for this process and writes our pid in it (for the error
+/// message of the next one); the file itself is never removed.
+fn take_lock(dir: &Path) -> Result<File, StoreError> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io(&path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let pid = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            return Err(StoreError::Locked {
+                dir: dir.to_owned(),
+                pid,
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(&path)(e)),
+    }
+    file.set_len(0).map_err(io(&path))?;
+    writeln!(file, "{}", std::process::id()).map_err(io(&path))?;
+    Ok(file)
+}
+
 impl Store {
     pub fn open(dir: &Path, history_max_bytes: u64) -> Result<(Store, Loaded), StoreError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let lock = take_lock(dir)?;
         let loaded = load_state(dir)?;
         let path = dir.join(HISTORY_FILE);
         let history = open_append(&path)?;
@@ -90,6 +133,7 @@ impl Store {
         Ok((
             Store {
                 dir: dir.to_owned(),
+                _lock: lock,
                 history,
                 history_len,
                 history_max_bytes,
@@ -244,6 +288,23 @@ mod tests {
             by: ReasonSource::User,
             text: "set to forced_on".into(),
         }
+    }
+
+    #[test]
+    fn a_second_store_on_one_directory_is_refused_until_the_first_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, _) = Store::open(dir.path(), 4096).unwrap();
+        let Err(e) = Store::open(dir.path(), 4096) else {
+            panic!("two stores opened one directory");
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains(&dir.path().display().to_string())
+                && text.contains(&format!("pid {}", std::process::id())),
+            "{text}"
+        );
+        drop(first);
+        Store::open(dir.path(), 4096).expect("free again once the first is closed");
     }
 
     #[test]
