@@ -21,29 +21,23 @@ fn one<T, E: std::fmt::Display>(r: Result<T, E>) -> Vec<String> {
     }
 }
 
+/// A section that its crate reads with [`Settings::load_section`]; the name comes with it.
+fn loaded<T: pvbus_bus::config::Section>() -> Section {
+    Section {
+        name: T::NAME,
+        check: |s| one(s.load_section::<T>()),
+    }
+}
+
 fn sections() -> Vec<Section> {
     vec![
         Section {
             name: "bus",
             check: |s| one(s.bus()),
         },
-        Section {
-            name: "broker",
-            check: |s| {
-                one(s
-                    .section::<pvbus_broker::BrokerConfig>("broker")
-                    .map_err(|e| e.to_string())
-                    .and_then(|c| c.validate().map_err(|e| format!("broker: {e}"))))
-            },
-        },
-        Section {
-            name: "vedirect",
-            check: |s| one(pvbus_vedirect_bridge::config::load(s)),
-        },
-        Section {
-            name: "relays",
-            check: |s| one(pvbus_relays::config::load(s)),
-        },
+        loaded::<pvbus_broker::BrokerConfig>(),
+        loaded::<pvbus_vedirect_bridge::VedirectConfig>(),
+        loaded::<pvbus_relays::config::RelaysConfig>(),
         Section {
             name: "rules",
             check: rules,
@@ -54,29 +48,21 @@ fn sections() -> Vec<Section> {
             name: "site",
             check: |_| Vec::new(),
         },
+        loaded::<pvbus_homeassistant::config::HomeAssistantConfig>(),
+        loaded::<pvbus_plugins::config::PluginsConfig>(),
+        loaded::<pvbus_panel::Tm1638Config>(),
+        loaded::<pvbus_panel::LcdConfig>(),
+        loaded::<crate::supervisor::config::SupervisorConfig>(),
+        // [cloud] has required keys: checked only when present (absent = no bridge).
         Section {
-            name: "homeassistant",
+            name: "cloud",
             check: |s| {
-                one(s
-                    .section::<pvbus_homeassistant::config::HomeAssistantConfig>("homeassistant")
-                    .and_then(|c| c.validate()))
+                if s.sections().iter().any(|n| n == "cloud") {
+                    one(s.load_section::<pvbus_cloud::CloudConfig>())
+                } else {
+                    Vec::new()
+                }
             },
-        },
-        Section {
-            name: "plugins",
-            check: |s| one(pvbus_plugins::config::load(s)),
-        },
-        Section {
-            name: "tm1638",
-            check: |s| one(pvbus_panel::load_tm1638(s)),
-        },
-        Section {
-            name: "lcd",
-            check: |s| one(pvbus_panel::load_lcd(s)),
-        },
-        Section {
-            name: "supervisor",
-            check: |s| one(crate::supervisor::config::load(s)),
         },
     ]
 }

@@ -102,6 +102,17 @@ enum Command {
     /// inside this process. Each plugin's state: <base>/plugins/<id>/health. See
     /// docs/plugins.md.
     Plugins(pvbus_plugins::Cli),
+    /// Bridge the bus to a remote MQTT broker over TLS (see the site from anywhere).
+    ///
+    /// Every local topic of [cloud] forward (default: all) appears on the remote broker
+    /// under [cloud] remote_base, retained as the topic contract says; retained values are
+    /// sent again after every reconnect. Device readings are held back to one per topic per
+    /// state_interval (60 s), latest value winning, for metered links; relay states,
+    /// availability and errors go at once. Commands (.../set) never go out; from the
+    /// remote, only non-retained commands matching [cloud] accept (default:
+    /// relays/+/mode/set) come in. The link's state is on <base>/cloud/remote, and
+    /// <remote_base>/cloud/status is online/offline on the remote. See docs/cloud.md.
+    Cloud(pvbus_cloud::Cli),
     /// Set a relay's mode (forced-on, forced-off, auto), for good or `--for 2h`.
     Relay(pvbus_cli::relay::RelayArgs),
     /// Print one value from the bus: mppt_roof.battery_voltage, site.pv_power, relays.pump.
@@ -179,6 +190,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Vedirect(cli) => pvbus_vedirect_bridge::main(cli).await,
         Command::Homeassistant(cli) => pvbus_homeassistant::main(cli).await,
         Command::Plugins(cli) => pvbus_plugins::main(cli).await,
+        Command::Cloud(cli) => pvbus_cloud::main(cli).await,
         Command::Relay(args) => pvbus_cli::relay_main(args).await,
         Command::Get(args) => pvbus_cli::get_main(args).await,
         Command::Watch(args) => pvbus_cli::watch_main(args).await,

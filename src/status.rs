@@ -3,9 +3,9 @@
 //! built only from what travels on MQTT (`<base>/#`), so it shows the same truth as Home
 //! Assistant or `mosquitto_sub`, wherever it runs.
 //!
-//! It reads but never joins the bus: it connects with rumqttc directly rather than through
-//! `pvbus_bus::Bus`, which would give it a last will and a `<base>/status/status` topic,
-//! and whose fixed client id would make two viewers throw each other off.
+//! It reads but never joins the bus: it connects as a tool (`Bus::connect_tool`: no last
+//! will, no `<base>/status/status` topic, a client id of its own so that two viewers do not
+//! throw each other off).
 //!
 //! Layout: [`View`] is the picture of the bus (`apply` one message at a time); `render`
 //! turns it into lines that fit the terminal; `run` connects, redraws on change (at most
@@ -18,10 +18,10 @@ use std::io::{IsTerminal, Write as _};
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
-use pvbus_bus::config::{BusConfig, Settings};
-use pvbus_bus::{Shutdown, Topics};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use anyhow::Result;
+use pvbus_bus::config::Settings;
+use pvbus_bus::{Bus, Event, Shutdown, Topics};
+use pvbus_cli::session::Session;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
@@ -29,11 +29,8 @@ use crate::supervisor::report::{ChildState, ProcessesReport};
 
 /// Redraws at most this often.
 const MIN_REDRAW: Duration = Duration::from_millis(250);
-/// `--once`: the retained catch-up is over when nothing came for this long...
-const QUIET: Duration = Duration::from_millis(300);
-/// ...or at the latest this long after the subscription was acknowledged.
-const CATCH_UP_MAX: Duration = Duration::from_secs(3);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// While disconnected, how often the header's reason is brought up to date.
+const RETRY_SHOWN: Duration = Duration::from_secs(1);
 
 /// The values shown first for a device, in this order, with their labels and units.
 const MAIN_VALUES: &[(&str, &str, &str)] = &[
@@ -63,6 +60,8 @@ pub struct View {
     pub rules: BTreeMap<String, String>,
     /// The last `<base>/<process>/error` of each process: which command was refused, why.
     pub errors: BTreeMap<String, String>,
+    /// `<base>/cloud/remote`: whether the link to the remote broker is up, and why not.
+    pub cloud: Option<Map<String, Value>>,
     /// Payloads that could not be understood: topic → what was wrong.
     pub problems: BTreeMap<String, String>,
 }
@@ -111,6 +110,7 @@ impl View {
             }
             ["site", "state"] => self.site = self.json_object(topic, &text),
             ["site", "surplus"] => self.surplus = non_empty(text),
+            ["cloud", "remote"] => self.cloud = self.json_object(topic, &text),
             ["rules", "heartbeat" | "decisions"] => return false,
             ["rules", relay, "status"] => set_or_remove(&mut self.rules, relay, text),
             ["relays", id, leaf] => {
@@ -281,6 +281,11 @@ pub fn render(view: &View, header: &str, style: Style) -> Vec<String> {
                 }
             }
         }
+        if name == "cloud"
+            && let Some(link) = &view.cloud
+        {
+            line += &cloud_link_text(link, style);
+        }
         lines.push(line);
     }
 
@@ -408,6 +413,21 @@ pub fn render(view: &View, header: &str, style: Style) -> Vec<String> {
 
 /// Width of a name column: the longest name, within `min..=max` (longer names push the
 /// rest of their line to the right rather than lose characters).
+/// `  link up to host:port` or `  link down: why` (from `<base>/cloud/remote`).
+fn cloud_link_text(link: &Map<String, Value>, style: Style) -> String {
+    let remote = link.get("remote").map(text_of).unwrap_or_default();
+    if link.get("connected") == Some(&Value::Bool(true)) {
+        format!("  {}", style.good(&format!("link up to {remote}")))
+    } else {
+        let why = link
+            .get("error")
+            .filter(|e| !e.is_null())
+            .map(text_of)
+            .unwrap_or_else(|| "not connected".into());
+        format!("  {}", style.bad(&format!("link down to {remote}: {why}")))
+    }
+}
+
 fn column(widths: impl Iterator<Item = usize>, min: usize, max: usize) -> usize {
     widths.max().unwrap_or(0).clamp(min, max)
 }
@@ -556,11 +576,10 @@ fn visible_len(line: &str) -> usize {
 /// `pvbus status [--config FILE] [--once]`.
 pub async fn run(config: Option<&Path>, once: bool) -> Result<()> {
     let settings = Settings::load(config)?;
-    let bus = settings.bus()?;
-    let topics = Topics::new(bus.base.clone());
-    let (host, port) = bus.endpoint();
+    let bus_config = settings.bus()?;
+    let topics = Topics::new(bus_config.base.clone());
+    let (host, port) = bus_config.endpoint();
     let header = format!("pvbus status — {host}:{port}, {}/#", topics.base());
-    let (client, mut eventloop) = AsyncClient::new(options(&bus, &host, port), 64);
     let mut view = View::default();
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let style = Style {
@@ -569,17 +588,25 @@ pub async fn run(config: Option<&Path>, once: bool) -> Result<()> {
     };
 
     if once {
-        catch_up(&client, &mut eventloop, &topics, &mut view, &host, port).await?;
+        // One shell command: the CLI's session, which fails at once when the broker is not
+        // there and knows when every retained message has arrived.
+        let mut session = Session::connect(&bus_config).await?;
+        for m in session.subscribe_and_sync(&[topics.all()]).await? {
+            view.apply(&topics, &m.topic, &m.payload);
+        }
+        session.close().await;
         let mut out = String::new();
         for line in render(&view, &header, style) {
             out.push_str(&line);
             out.push('\n');
         }
         std::io::stdout().write_all(out.as_bytes())?;
-        let _ = client.disconnect().await;
         return Ok(());
     }
 
+    // A viewer waits for the broker, and comes back with it, like a process does.
+    let (bus, mut inbox) = Bus::connect_tool(&bus_config, "status");
+    bus.subscribe(topics.all());
     let (mut shutdown, _trigger) = Shutdown::on_signals();
     let mut screen = Screen::enter();
     // What the header says about the connection.
@@ -587,33 +614,27 @@ pub async fn run(config: Option<&Path>, once: bool) -> Result<()> {
     let mut dirty = true;
     let mut last_draw: Option<Instant> = None;
     loop {
+        let link_now = match (bus.is_connected(), bus.link_error()) {
+            (true, _) => String::new(),
+            (false, Some(e)) => format!(" — disconnected ({e}), retrying"),
+            (false, None) => " — connecting".into(),
+        };
+        if link_now != link {
+            link = link_now;
+            dirty = true;
+        }
         let draw_at = dirty.then(|| match last_draw {
             Some(t) => t + MIN_REDRAW,
             None => Instant::now(),
         });
         tokio::select! {
-            event = eventloop.poll() => match event {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    link.clear();
-                    dirty = true;
-                    client.subscribe(topics.all(), QoS::AtMostOnce).await?;
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    dirty |= view.apply(&topics, &p.topic, &p.payload);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    // rumqttc reconnects on the next poll: wait a little first, showing why.
-                    link = format!(" — disconnected ({e}), retrying");
-                    screen.draw(&render(&view, &format!("{header}{link}"), style));
-                    last_draw = Some(Instant::now());
-                    dirty = false;
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = shutdown.wait() => break,
-                    }
-                }
+            event = inbox.recv() => match event {
+                Some(Event::Message(m)) => dirty |= view.apply(&topics, &m.topic, &m.payload),
+                Some(Event::Connected | Event::Disconnected) => {}
+                None => break,
             },
+            // While disconnected, the reason of each failed attempt is shown.
+            _ = tokio::time::sleep(RETRY_SHOWN), if !bus.is_connected() => {}
             _ = sleep_until(draw_at) => {
                 screen.draw(&render(&view, &format!("{header}{link}"), style));
                 last_draw = Some(Instant::now());
@@ -623,7 +644,7 @@ pub async fn run(config: Option<&Path>, once: bool) -> Result<()> {
         }
     }
     screen.leave();
-    let _ = client.disconnect().await;
+    bus.shutdown().await;
     Ok(())
 }
 
@@ -632,70 +653,6 @@ async fn sleep_until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-/// Connects, subscribes, and takes in messages until the retained ones have all come.
-async fn catch_up(
-    client: &AsyncClient,
-    eventloop: &mut rumqttc::EventLoop,
-    topics: &Topics,
-    view: &mut View,
-    host: &str,
-    port: u16,
-) -> Result<()> {
-    let connect = async {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
-                Ok(_) => {}
-                Err(e) => return Err(e),
-            }
-        }
-    };
-    match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => bail!("cannot reach the broker at {host}:{port}: {e}"),
-        Err(_) => bail!("no answer from the broker at {host}:{port} within {CONNECT_TIMEOUT:?}"),
-    }
-    client.subscribe(topics.all(), QoS::AtMostOnce).await?;
-    let mut deadline: Option<Instant> = None;
-    let mut quiet_until = Instant::now() + CONNECT_TIMEOUT;
-    loop {
-        let until = deadline.map_or(quiet_until, |d| d.min(quiet_until));
-        match tokio::time::timeout_at(until, eventloop.poll()).await {
-            Err(_) => return Ok(()),
-            Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => {
-                deadline = Some(Instant::now() + CATCH_UP_MAX);
-                quiet_until = Instant::now() + QUIET;
-            }
-            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                view.apply(topics, &p.topic, &p.payload);
-                if deadline.is_some() {
-                    quiet_until = Instant::now() + QUIET;
-                }
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => bail!("lost the broker at {host}:{port}: {e}"),
-        }
-    }
-}
-
-fn options(bus: &BusConfig, host: &str, port: u16) -> MqttOptions {
-    // A client id of its own per viewer: several may watch at once.
-    let id = format!(
-        "{}status-{}-{}",
-        bus.client_id_prefix,
-        std::process::id(),
-        pvbus_bus::contract::now_ts() % 100_000
-    );
-    let mut opts = MqttOptions::new(id, host, port);
-    opts.set_keep_alive(Duration::from_secs(bus.keep_alive_secs.max(5)));
-    opts.set_clean_session(true);
-    opts.set_max_packet_size(bus.max_packet_size, bus.max_packet_size);
-    if let Some(user) = &bus.username {
-        opts.set_credentials(user.clone(), bus.password.clone().unwrap_or_default());
-    }
-    opts
 }
 
 /// `COLUMNS` when the shell exports it, else 80.
@@ -860,6 +817,36 @@ mod tests {
         assert!(
             o.contains("override forced_on until ") && o.ends_with(", then auto_off"),
             "{o}"
+        );
+    }
+
+    #[test]
+    fn the_cloud_link_is_shown_on_its_process_line() {
+        let remote = "pvbus/cloud/remote";
+        let mut v = view_of(&[
+            ("pvbus/cloud/status", "online"),
+            (
+                remote,
+                r#"{"ts":1,"connected":false,"remote":"hub.example:8883","error":"TLS: unknown CA"}"#,
+            ),
+        ]);
+        let line = |v: &View| {
+            render(v, "pvbus status", PLAIN)
+                .into_iter()
+                .find(|l| l.starts_with("  cloud"))
+                .unwrap()
+        };
+        assert!(
+            line(&v).ends_with("link down to hub.example:8883: TLS: unknown CA"),
+            "{}",
+            line(&v)
+        );
+        let up = br#"{"ts":2,"connected":true,"remote":"hub.example:8883","error":null}"#;
+        assert!(v.apply(&Topics::default(), remote, up));
+        assert!(
+            line(&v).ends_with("link up to hub.example:8883"),
+            "{}",
+            line(&v)
         );
     }
 

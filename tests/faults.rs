@@ -27,44 +27,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use pvbus_hardware::{Level, SimBoard};
-use pvbus_testkit::{Child, Recorder, free_port, mosquitto_pub};
+use pvbus_testkit::{Child, DemoStack, Recorder, mosquitto_pub};
 use serde_json::Value;
 
 const PVBUS: &str = env!("CARGO_BIN_EXE_pvbus");
 const WAIT: Duration = Duration::from_secs(20);
 
-/// Two relays driven high when on (`active_low = false`), the VE.Direct bridge on a
-/// simulated MPPT and BMV, and rules that keep the heater on while the battery has any
-/// charge at all (so that it is `auto_on` as soon as data flows).
-const STACK: &str = r#"
-[broker]
-listen = "127.0.0.1:{port}"
-data_dir = "{dir}/broker"
-
-[relays]
-state_dir = "{dir}/relays"
-[relays.gpio]
-backend = "sim"
-sim_dir = "{dir}/gpio"
-[[relays.relay]]
-id = "pump"
-pin = 17
-active_low = false
-[[relays.relay]]
-id = "heater"
-pin = 27
-active_low = false
-
-[vedirect]
-auto_detect = false
-[[vedirect.ports]]
-path = "{dir}/mppt"
-[[vedirect.ports]]
-path = "{dir}/bmv"
-[vedirect.devices]
-HQ2150SIM01 = "mppt"
-HQ2150SIM02 = "bmv"
-
+/// Rules that keep the heater on while the battery has any charge at all (so that it is
+/// `auto_on` as soon as data flows); the rest of the stack is in [`Stack::start_with`].
+const RULES: &str = r#"
 [rules]
 heartbeat = "1s"
 # Not what these tests are about: without it, a heater knocked off by a relay-bridge
@@ -75,82 +46,51 @@ bmv = { values = "vedirect", max_age = "2m" }
 [rules.relays.heater]
 on = "bmv.state_of_charge >= 1%"
 off = "bmv.state_of_charge < 1%"
-
-[supervisor]
-processes = ["vedirect", "relays", "rules"]
-restart_delay_secs = 0.2
-restart_delay_max_secs = 2
-stop_timeout_secs = 3
-
-[[supervisor.simulator]]
-kind = "mppt"
-link = "{dir}/mppt"
-serial = "HQ2150SIM01"
-start_time = "12:00"
-[[supervisor.simulator]]
-kind = "bmv"
-link = "{dir}/bmv"
-serial = "HQ2150SIM02"
-start_time = "12:00"
 "#;
 
 const PROCESSES: [&str; 4] = ["broker", "vedirect", "relays", "rules"];
 
 struct Stack {
-    dir: tempfile::TempDir,
+    demo: DemoStack,
     addr: SocketAddr,
-    run: Child,
     /// Everything on `pvbus/#` since the start.
     rec: Recorder,
 }
 
 impl Stack {
-    /// `pvbus run` on [`STACK`], once every process runs, the heater is `auto_on` and
-    /// both devices publish.
+    /// `pvbus run` once every process runs, the heater is `auto_on` and both devices
+    /// publish.
     fn start() -> Stack {
         Stack::start_with(&[], "")
     }
 
-    /// With more processes than [`PROCESSES`] and `extra` appended to the config.
+    /// With more processes than [`PROCESSES`] and `extra` appended to the config: two
+    /// relays driven high when on (`active_low = false`), the VE.Direct bridge on a
+    /// simulated MPPT and BMV, the rules of [`RULES`].
     fn start_with(more: &[&str], extra: &str) -> Stack {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let processes: Vec<String> = ["vedirect", "relays", "rules"]
+        let processes: Vec<&str> = ["vedirect", "relays", "rules"]
             .iter()
             .chain(more)
-            .map(|p| format!("{p:?}"))
+            .copied()
             .collect();
-        let text = format!("{STACK}\n{extra}")
-            .replace(
-                "processes = [\"vedirect\", \"relays\", \"rules\"]",
-                &format!("processes = [{}]", processes.join(", ")),
+        let demo = DemoStack::builder(PVBUS)
+            .device("mppt", "mppt", "HQ2150SIM01")
+            .device("bmv", "bmv", "HQ2150SIM02")
+            .relay("pump", 17)
+            .relay("heater", 27)
+            .active_low(false)
+            .processes(&processes)
+            .supervisor_config(
+                "restart_delay_secs = 0.2\nrestart_delay_max_secs = 2\nstop_timeout_secs = 3",
             )
-            .replace("{dir}", &dir.path().display().to_string())
-            .replace("{port}", &port.to_string());
-        fs::write(dir.path().join("pvbus.toml"), text).unwrap();
-        let log = fs::File::create(dir.path().join("run.log")).unwrap();
-        let run = Child::spawn(
-            "pvbus run",
-            Command::new(PVBUS)
-                .args(["run", "--config"])
-                .arg(dir.path().join("pvbus.toml"))
-                .env("NO_COLOR", "1")
-                .env("PVBUS_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(log),
-        );
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            .config(RULES)
+            .config(extra)
+            .start()
+            .unwrap_or_else(|e| panic!("{e}"));
         let stack = Stack {
-            rec: {
-                assert!(
-                    pvbus_testkit::wait_for_listener(addr, WAIT),
-                    "the broker never listened"
-                );
-                Recorder::start(addr, "pvbus/#")
-            },
-            dir,
-            addr,
-            run,
+            addr: demo.addr,
+            rec: demo.recorder().clone(),
+            demo,
         };
         stack.table(|t| {
             PROCESSES
@@ -166,7 +106,7 @@ impl Stack {
     }
 
     fn logs(&self) -> String {
-        fs::read_to_string(self.dir.path().join("run.log")).unwrap_or_default()
+        self.demo.logs()
     }
 
     fn expect(&self, topic: &str, value: &str) {
@@ -181,17 +121,9 @@ impl Stack {
 
     /// The supervisor's process table, once `pred` holds for it.
     fn table(&self, pred: impl Fn(&Value) -> bool) -> Value {
-        let found = self.rec.wait_for("pvbus/supervisor/processes", WAIT, |p| {
-            serde_json::from_str::<Value>(p).is_ok_and(|v| pred(&v["processes"]))
-        });
-        let found = found.unwrap_or_else(|| {
-            panic!(
-                "the process table never got there; last: {:?}\n{}",
-                self.rec.last("pvbus/supervisor/processes"),
-                self.logs()
-            )
-        });
-        serde_json::from_str::<Value>(&found).unwrap()["processes"].clone()
+        self.demo
+            .table(WAIT, pred)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn pid(&self, name: &str) -> i32 {
@@ -211,7 +143,7 @@ impl Stack {
     }
 
     fn board(&self) -> PathBuf {
-        self.dir.path().join("gpio")
+        self.demo.path("gpio")
     }
 }
 
@@ -569,7 +501,7 @@ fn kill9_at_random_moments_loses_no_acknowledged_mode_and_outputs_follow_within_
     }
     // The rules win the heater back after any of it.
     stack.expect("pvbus/relays/heater/mode", "auto_on");
-    drop(stack.run);
+    drop(stack);
 }
 
 #[test]
@@ -617,7 +549,7 @@ fn a_plugin_in_a_crash_loop_backs_off_and_takes_nothing_down() {
         "[plugins]\nfolder = \"{dir}/plugins.d\"\nrestart_delay = \"200ms\"\nrestart_delay_max = \"2s\"\n",
     );
     let plugins = stack.pid("plugins");
-    let folder = stack.dir.path().join("plugins.d");
+    let folder = stack.demo.path("plugins.d");
     let script = folder.join("crashes.sh");
     fs::write(&script, "#!/bin/sh\necho 'going down'\nexit 3\n").unwrap();
     let mut perms = fs::metadata(&script).unwrap().permissions();
@@ -789,7 +721,10 @@ fn a_full_disk_while_the_state_is_written_keeps_the_old_state() {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "state.json" && n != "filler" && !n.starts_with("history"))
+        // `lock` is the store's flock file (one process per state directory), made at start.
+        .filter(|n| {
+            !["state.json", "filler", "lock"].contains(&n.as_str()) && !n.starts_with("history")
+        })
         .collect();
     assert!(
         leftovers.is_empty(),

@@ -291,3 +291,27 @@ fn at_night_the_backlight_is_off_and_a_button_wakes_it_for_a_while() {
     // wake_for = 2 s after the last press, it goes dark again.
     sees(&lcd, "backlight off");
 }
+
+#[test]
+fn the_lcd_with_inta_wired_to_a_gpio_reads_its_buttons_when_it_falls() {
+    let setup = Setup::new("int_pin = 25\n");
+    let lcd = setup.picture("lcd.txt");
+    setup.publish_retained("pvbus/site/state", SITE);
+    let _lcd = setup.start("lcd", &[("PVBUS_LCD__NIGHT", "")]);
+    sees(&lcd, "|BA:--%  P:-120W |");
+    setup.publish("pvbus/lcd/sim/press", "right");
+    sees(&lcd, "|PV:245W         |");
+    setup.publish("pvbus/lcd/sim/press", "left");
+    sees(&lcd, "|BA:--%  P:-120W |");
+    // The presses came through the INTA wire of the simulated board: it fell at each
+    // button change and rose when the process read the expander.
+    let log = std::fs::read_to_string(setup.dir.path().join("panel/pins.log")).unwrap();
+    let inta: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"pin\":25") && l.contains("\"by\":\"device\""))
+        .collect();
+    assert!(
+        inta.len() >= 4 && inta[0].contains("\"level\":\"low\""),
+        "INTA edges: {inta:?}"
+    );
+}

@@ -18,14 +18,12 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pvbus_bus::contract::AutoSet;
 use pvbus_hardware::{Level, SimLog};
-use pvbus_testkit::{Child, Recorder, Seen, free_port, rss_kib};
+use pvbus_testkit::{DemoStack, Seen, rss_kib};
 use serde_json::Value;
 
 const PVBUS: &str = env!("CARGO_BIN_EXE_pvbus");
@@ -43,49 +41,10 @@ const RSS_GROWTH_MAX_KIB: u64 = 2048;
 /// The relay history rotates at this size (the smallest `relays.history_max_bytes` allows).
 const HISTORY_MAX_BYTES: u64 = 4096;
 
-/// The demo's shape, on a temp dir and a free port: relays that switch on the simulated
-/// day with no settle time and no minimum on-time, so that decisions happen every day.
-const STACK: &str = r#"
-[broker]
-listen = "127.0.0.1:{port}"
-data_dir = "{dir}/broker"
-retained_flush_secs = 2
-segment_size = 16384
-segment_count = 2
-
-[vedirect]
-auto_detect = false
-[[vedirect.ports]]
-path = "{dir}/mppt"
-[[vedirect.ports]]
-path = "{dir}/bmv"
-[vedirect.devices]
-HQ2150SIM01 = "mppt"
-HQ2150SIM02 = "bmv"
-
-[relays]
-state_dir = "{dir}/relays"
-history_max_bytes = {history}
-[relays.gpio]
-backend = "sim"
-sim_dir = "{dir}/gpio"
-[[relays.relay]]
-id = "water_heater"
-pin = 17
-active_low = false
-[[relays.relay]]
-id = "pump"
-pin = 27
-active_low = false
-[[relays.relay]]
-id = "fan"
-pin = 22
-active_low = false
-[[relays.relay]]
-id = "charger"
-pin = 23
-active_low = false
-
+/// The rules of the demo's shape: relays that switch on the simulated day with no settle
+/// time and no minimum on-time, so that decisions happen every day. The rest of the stack
+/// is built in the test (see [`pvbus_testkit::DemoStack`]).
+const RULES: &str = r#"
 [rules]
 settle = "0s"
 [rules.devices]
@@ -103,37 +62,6 @@ off = "mppt.pv_power < 300"
 [rules.relays.charger]
 on = "bmv.battery_power > 200"
 off = "bmv.battery_power < 0"
-
-[tm1638]
-stb = [16]
-clk = 21
-dio = 20
-[tm1638.gpio]
-backend = "sim"
-sim_dir = "{dir}/tm1638"
-
-[lcd]
-backend = "sim"
-sim_dir = "{dir}/lcd"
-
-[supervisor]
-processes = ["vedirect", "relays", "rules", "tm1638", "lcd"]
-restart_delay_secs = 1
-restart_delay_max_secs = 5
-stop_timeout_secs = 3
-
-[[supervisor.simulator]]
-kind = "mppt"
-link = "{dir}/mppt"
-serial = "HQ2150SIM01"
-start_time = "06:00"
-time_scale = {scale}
-[[supervisor.simulator]]
-kind = "bmv"
-link = "{dir}/bmv"
-serial = "HQ2150SIM02"
-start_time = "06:00"
-time_scale = {scale}
 "#;
 
 const PROCESSES: [&str; 6] = ["broker", "vedirect", "relays", "rules", "tm1638", "lcd"];
@@ -194,35 +122,31 @@ fn the_demo_stack_through_simulated_days_keeps_memory_flat_loses_no_decision_and
     let scale = 86_400.0 / day_secs;
     let run_for = Duration::from_secs_f64(days * day_secs);
 
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let text = STACK
-        .replace("{dir}", &dir.path().display().to_string())
-        .replace("{port}", &port.to_string())
-        .replace("{history}", &HISTORY_MAX_BYTES.to_string())
-        .replace("{scale}", &scale.to_string());
-    let config = dir.path().join("pvbus.toml");
-    fs::write(&config, text).unwrap();
-    let log_path = dir.path().join("run.log");
-    let log = fs::File::create(&log_path).unwrap();
-    let mut run = Child::spawn(
-        "pvbus run",
-        Command::new(PVBUS)
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("NO_COLOR", "1")
-            .env("PVBUS_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log),
-    );
+    let mut builder = DemoStack::builder(PVBUS)
+        // rumqttd's per-filter logs (bounded by `segment_size` x `segment_count` per
+        // filter) made small so that they fill early.
+        .broker_config("retained_flush_secs = 2\nsegment_size = 16384\nsegment_count = 2")
+        .device("mppt", "mppt", "HQ2150SIM01")
+        .device("bmv", "bmv", "HQ2150SIM02")
+        .start_time("06:00")
+        .time_scale(scale)
+        .relays_config(&format!("history_max_bytes = {HISTORY_MAX_BYTES}"))
+        .active_low(false)
+        .panel()
+        .processes(&["vedirect", "relays", "rules", "tm1638", "lcd"])
+        .supervisor_config(
+            "restart_delay_secs = 1\nrestart_delay_max_secs = 5\nstop_timeout_secs = 3",
+        )
+        .log_level("warn")
+        .config(RULES);
+    for (relay, pin) in RELAYS {
+        builder = builder.relay(relay, pin);
+    }
+    let mut stack = builder.start().unwrap_or_else(|e| panic!("{e}"));
+    let dir = stack.dir.path().to_path_buf();
+    let log_path = stack.path("run.log");
     let logs = || fs::read_to_string(&log_path).unwrap_or_default();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    assert!(
-        pvbus_testkit::wait_for_listener(addr, WAIT),
-        "the broker never listened\n{}",
-        logs()
-    );
-    let rec = Recorder::start(addr, "pvbus/#");
+    let rec = stack.recorder().clone();
     let table = |pred: &dyn Fn(&Value) -> bool| -> Value {
         let found = rec
             .wait_for("pvbus/supervisor/processes", WAIT, |p| {
@@ -271,7 +195,7 @@ fn the_demo_stack_through_simulated_days_keeps_memory_flat_loses_no_decision_and
         samples.push(Sample {
             at: Instant::now(),
             rss,
-            files: file_sizes(dir.path()),
+            files: file_sizes(&dir),
         });
         if start.elapsed() >= run_for {
             break;
@@ -379,7 +303,7 @@ fn the_demo_stack_through_simulated_days_keeps_memory_flat_loses_no_decision_and
             failures.push(format!("{relay}: only {sets} decisions in {days} day(s)"));
         }
     }
-    let pins = SimLog::at(dir.path().join("gpio")).read().unwrap();
+    let pins = SimLog::at(dir.join("gpio")).read().unwrap();
     for (relay, pin) in RELAYS {
         let level = pins.iter().rfind(|e| e.pin == pin).map(|e| e.level);
         let state = rec.last(&format!("pvbus/relays/{relay}/state"));
@@ -447,6 +371,6 @@ fn the_demo_stack_through_simulated_days_keeps_memory_flat_loses_no_decision_and
     }
 
     drop(rec);
-    run.terminate(Duration::from_secs(10));
+    stack.supervisor().terminate(Duration::from_secs(10));
     assert!(failures.is_empty(), "{failures:#?}\n{}", logs());
 }

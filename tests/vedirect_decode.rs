@@ -4,36 +4,11 @@
 //! with `--hex` it must also print every HEX frame.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use pvbus_testkit::ordered::Ordered;
 use serde_json::Value;
-
-/// A JSON object of strings with its key order kept (serde_json's map sorts keys).
-#[derive(Debug, PartialEq)]
-struct Ordered(Vec<(String, String)>);
-
-impl<'de> Deserialize<'de> for Ordered {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Ordered;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an object of strings")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Ordered, A::Error> {
-                let mut v = Vec::new();
-                while let Some((k, val)) = m.next_entry::<String, String>()? {
-                    v.push((k, val));
-                }
-                Ok(Ordered(v))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
 
 fn captures() -> Vec<PathBuf> {
     let dir = pvbus_testkit::shared_dir(env!("CARGO_MANIFEST_DIR")).join("vedirect/captures");

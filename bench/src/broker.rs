@@ -7,16 +7,14 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use pvbus_testkit::Child;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 
 use crate::report::percentile;
-use crate::stack::{BrokerKind, start_mosquitto};
+use crate::stack::{BrokerKind, start_broker_alone};
 
 /// Retained device states of a large home (the demo has 6).
 const RETAINED: usize = 200;
@@ -180,32 +178,7 @@ pub fn run(pvbus: &Path) -> anyhow::Result<Value> {
         let dir = tempfile::tempdir()?;
         let port = pvbus_testkit::free_port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let _broker = match kind {
-            BrokerKind::Embedded => {
-                let config = dir.path().join("pvbus.toml");
-                std::fs::write(
-                    &config,
-                    format!(
-                        "[broker]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n",
-                        dir.path().join("broker").display()
-                    ),
-                )?;
-                let child = Child::spawn(
-                    "pvbus broker",
-                    Command::new(pvbus)
-                        .args(["broker", "--config"])
-                        .arg(&config)
-                        .env("PVBUS_LOG", "warn")
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null()),
-                );
-                if !pvbus_testkit::wait_for_listener(addr, Duration::from_secs(10)) {
-                    bail!("pvbus broker never listened on {addr}");
-                }
-                child
-            }
-            BrokerKind::Mosquitto => start_mosquitto(dir.path(), port)?,
-        };
+        let _broker = start_broker_alone(pvbus, kind, dir.path(), port)?;
         let name = format!("{kind:?}").to_lowercase();
         let result = rt
             .block_on(scenarios(addr))

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use pvbus_hardware::SimLog;
-use pvbus_testkit::Recorder;
+use pvbus_testkit::{DemoStack, Recorder};
 use serde_json::{Value, json};
 use serialport::{SerialPort, TTYPort};
 
@@ -24,24 +24,15 @@ use crate::stack::{BrokerKind, Stack};
 const PIN: u8 = 17;
 const STATE: &str = "pvbus/relays/load/state";
 
+/// The bridge reads the bench's own pty at `{link}` (no simulator: the bench writes the
+/// blocks); the relay `load` is on pin [`PIN`] of the simulated board.
 const CONFIG: &str = r#"
-{bus}
-
 [vedirect]
 auto_detect = false
 [[vedirect.ports]]
 path = "{link}"
 [vedirect.devices]
 HQ2150BENCH = "bmv"
-
-[relays]
-state_dir = "{dir}/relays"
-[relays.gpio]
-backend = "sim"
-sim_dir = "{dir}/gpio"
-[[relays.relay]]
-id = "load"
-pin = 17
 
 [rules]
 # No deliberate delay: by default the rules wait 30 s after a switch-on before the next.
@@ -52,9 +43,6 @@ bmv = { values = "vedirect", max_age = "2m" }
 [rules.relays.load]
 on = "bmv.state_of_charge >= 50"
 off = "bmv.state_of_charge < 50"
-
-[supervisor]
-processes = ["vedirect", "relays", "rules"]
 "#;
 
 /// A BMV-712 live block with the state of charge `soc_permille` (‰, as on the wire).
@@ -117,8 +105,10 @@ pub fn run(pvbus: &Path, events: usize, broker: BrokerKind) -> anyhow::Result<Va
     let link = ports.path().join("bmv");
     std::os::unix::fs::symlink(slave.name().context("pty without a path")?, &link)?;
     let stack = Stack::start(
-        pvbus,
-        &CONFIG.replace("{link}", &link.display().to_string()),
+        DemoStack::builder(pvbus)
+            .relay("load", PIN)
+            .processes(&["vedirect", "relays", "rules"])
+            .config(&CONFIG.replace("{link}", &link.display().to_string())),
         broker,
     )?;
     stack.wait_running(&["broker", "vedirect", "relays", "rules"])?;

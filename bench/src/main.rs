@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use pvbus_bench::stack::BrokerKind;
-use pvbus_bench::{broker, footprint, latency, report};
+use pvbus_bench::{broker, footprint, growth, latency, report};
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +46,32 @@ enum Bench {
         /// Seconds to settle before each measurement (start-up, then devices going stale).
         #[arg(long, default_value_t = 15)]
         settle: u64,
+        /// The simulated devices' virtual seconds per real second. They write one block
+        /// per real second at any scale: 1 (the default) measures what a real Pi with
+        /// real devices spends per hour; the demo runs at 60.
+        #[arg(long, default_value_t = 1.0)]
+        time_scale: f64,
+    },
+    /// Memory of one broker (alone) under the demo's message pattern at full speed, with
+    /// a subscriber leaving and coming back at every sample: does it level off?
+    BrokerGrowth {
+        /// Messages to publish in all (the first tenth is the warm-up).
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: u64,
+        /// Messages between two samples of the broker's memory.
+        #[arg(long, default_value_t = 20_000)]
+        sample_every: u64,
+        /// Messages a second (0: as fast as the broker takes them). At a low rate each
+        /// message reaches the broker in a read of its own, as from real devices.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Drive the broker already listening at this address (with --pid) instead of
+        /// starting one, e.g. rumqttd's private port behind the relay.
+        #[arg(long, requires = "pid")]
+        connect: Option<std::net::SocketAddr>,
+        /// The pid of the broker at --connect, whose memory is sampled.
+        #[arg(long, requires = "connect")]
+        pid: Option<u32>,
     },
 }
 
@@ -69,13 +95,41 @@ fn main() -> anyhow::Result<()> {
             latency::run(&pvbus, events, cli.broker)?,
         ),
         Bench::Broker => ("broker.json".to_string(), broker::run(&pvbus)?),
-        Bench::Footprint { seconds, settle } => (
+        Bench::Footprint {
+            seconds,
+            settle,
+            time_scale,
+        } => (
             format!("footprint_{}.json", broker_name(cli.broker)),
             footprint::run(
                 &pvbus,
                 Duration::from_secs(settle),
                 Duration::from_secs(seconds),
+                time_scale,
                 cli.broker,
+            )?,
+        ),
+        Bench::BrokerGrowth {
+            messages,
+            sample_every,
+            rate,
+            connect,
+            pid,
+        } => (
+            match connect {
+                Some(_) => "broker_growth_given.json".to_string(),
+                None => format!("broker_growth_{}.json", broker_name(cli.broker)),
+            },
+            growth::run(
+                &pvbus,
+                cli.broker,
+                messages,
+                sample_every,
+                match rate {
+                    0 => growth::Rate::Flat,
+                    r => growth::Rate::PerSecond(r),
+                },
+                connect.zip(pid),
             )?,
         ),
     };

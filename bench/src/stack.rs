@@ -1,13 +1,16 @@
-//! `pvbus run` on a temp dir and a free port: the stack under measurement.
+//! The stack under measurement: a [`DemoStack`] of the release `pvbus`, on the embedded
+//! broker or on a mosquitto started beside it (as our own child, so that its pid can be
+//! measured).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use pvbus_testkit::{Child, Recorder};
-use serde_json::Value;
+use anyhow::bail;
+use pvbus_testkit::{Child, DemoBroker, DemoStack, DemoStackBuilder};
+
+const WAIT: Duration = Duration::from_secs(30);
 
 /// Which MQTT broker the stack uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -21,123 +24,66 @@ pub enum BrokerKind {
 /// A running `pvbus run` and its folder. Dropping it kills the supervisor, which takes its
 /// children with it; [`Stack::stop`] stops it cleanly.
 pub struct Stack {
-    pub dir: tempfile::TempDir,
+    demo: DemoStack,
     pub addr: SocketAddr,
     pub broker: BrokerKind,
-    child: Child,
-    /// Dropped after the supervisor (fields drop in order), so the processes never see
-    /// their broker go before they stop.
+    /// Dropped after the stack (fields drop in order), so the processes never see their
+    /// broker go before they stop.
     mosquitto: Option<Child>,
 }
 
 impl Stack {
-    /// Writes `config` (with `{bus}` standing for the broker's section and `{dir}` for the
-    /// temp dir) and starts `pvbus run` on it.
-    pub fn start(pvbus: &Path, config: &str, broker: BrokerKind) -> anyhow::Result<Stack> {
-        let dir = tempfile::tempdir()?;
-        let (bus, port, mosquitto) = match broker {
-            BrokerKind::Embedded => {
-                let port = pvbus_testkit::free_port();
-                (
-                    format!(
-                        "[broker]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{{dir}}/broker\"\n"
-                    ),
-                    port,
-                    None,
-                )
-            }
+    /// Starts `pvbus run` on what `builder` describes, quiet (`PVBUS_LOG=warn` unless set:
+    /// logging is work the measurement would count) and with no recorder of the bus but
+    /// for the process table.
+    pub fn start(builder: DemoStackBuilder, broker: BrokerKind) -> anyhow::Result<Stack> {
+        let (builder, mosquitto) = match broker {
+            BrokerKind::Embedded => (builder, None),
             BrokerKind::Mosquitto => {
                 let port = pvbus_testkit::free_port();
-                let m = start_mosquitto(dir.path(), port)?;
-                (
-                    format!("[bus]\nexternal_broker = \"127.0.0.1:{port}\"\n"),
-                    port,
-                    Some(m),
-                )
+                let conf_dir = tempfile::tempdir()?;
+                let m = start_mosquitto(conf_dir.path(), port)?;
+                let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                (builder.broker(DemoBroker::External(addr)), Some(m))
             }
         };
-        let text = config
-            .replace("{bus}", &bus)
-            .replace("{dir}", &dir.path().display().to_string());
-        let config_path = dir.path().join("pvbus.toml");
-        std::fs::write(&config_path, text)?;
-        let log = std::fs::File::create(dir.path().join("run.log"))?;
-        let child = Child::spawn(
-            "pvbus run",
-            Command::new(pvbus)
-                .args(["run", "--config"])
-                .arg(&config_path)
-                .env("NO_COLOR", "1")
-                // Quiet by default: logging is work the measurement would count.
-                .env(
-                    "PVBUS_LOG",
-                    std::env::var("PVBUS_LOG").unwrap_or_else(|_| "warn".into()),
-                )
-                .stdout(Stdio::null())
-                .stderr(log),
-        );
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        if !pvbus_testkit::wait_for_listener(addr, Duration::from_secs(15)) {
-            bail!(
-                "the embedded broker never listened:\n{}",
-                log_of(dir.path())
-            );
-        }
+        let demo = builder
+            .log_level(&std::env::var("PVBUS_LOG").unwrap_or_else(|_| "warn".into()))
+            .record("pvbus/supervisor/processes")
+            .start()?;
         Ok(Stack {
-            dir,
-            addr,
+            addr: demo.addr,
+            demo,
             broker,
-            child,
             mosquitto,
         })
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.demo.path(name)
     }
 
     pub fn supervisor_pid(&self) -> u32 {
-        self.child.pid()
+        self.demo.supervisor_pid()
     }
 
     pub fn log(&self) -> String {
-        log_of(self.dir.path())
+        self.demo.logs()
     }
 
-    /// The supervisor's process table once every process in `names` runs: name → (pid, role).
-    /// The embedded broker is among them only when it is the one used.
+    /// The supervisor's process table once every process in `names` runs: (name, pid,
+    /// role). The embedded broker is among them only when it is the one used.
     pub fn wait_running(&self, names: &[&str]) -> anyhow::Result<Vec<(String, u32, String)>> {
         let names: Vec<&str> = names
             .iter()
             .copied()
             .filter(|n| *n != "broker" || self.broker == BrokerKind::Embedded)
             .collect();
-        let rec = Recorder::start(self.addr, "pvbus/supervisor/processes");
-        let found = rec.wait_for("pvbus/supervisor/processes", Duration::from_secs(30), |p| {
-            serde_json::from_str::<Value>(p).is_ok_and(|v| {
-                names
-                    .iter()
-                    .all(|n| v["processes"][n]["state"] == "running")
-            })
-        });
-        let found = found.with_context(|| {
-            format!(
-                "not every one of {names:?} ran within 30 s; last table: {:?}\n{}",
-                rec.last("pvbus/supervisor/processes"),
-                self.log()
-            )
-        })?;
-        let table: Value = serde_json::from_str(&found)?;
-        let mut out = Vec::new();
-        if let Some(map) = table["processes"].as_object() {
-            for (name, p) in map {
-                if let Some(pid) = p["pid"].as_u64() {
-                    let role = p["role"].as_str().unwrap_or("").to_string();
-                    out.push((name.clone(), pid as u32, role));
-                }
-            }
-        }
-        Ok(out)
+        let table = self.demo.wait_running(&names, WAIT)?;
+        Ok(table
+            .into_iter()
+            .map(|(name, (pid, role))| (name, pid, role))
+            .collect())
     }
 
     /// The pid of the external mosquitto, when it is the broker.
@@ -146,13 +92,51 @@ impl Stack {
     }
 
     /// SIGTERM, and the supervisor's clean exit.
-    pub fn stop(mut self) {
-        self.child.terminate(Duration::from_secs(15));
+    pub fn stop(self) {
+        self.demo.stop();
+    }
+}
+
+/// One broker alone on `port`, with no stack: `pvbus broker` with the demo's `[broker]`
+/// section (defaults but for the address and folder, `dir`), or a mosquitto.
+pub fn start_broker_alone(
+    pvbus: &Path,
+    broker: BrokerKind,
+    dir: &Path,
+    port: u16,
+) -> anyhow::Result<Child> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    match broker {
+        BrokerKind::Embedded => {
+            let config = dir.join("pvbus.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    "[broker]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n",
+                    dir.join("broker").display()
+                ),
+            )?;
+            let child = Child::spawn(
+                "pvbus broker",
+                Command::new(pvbus)
+                    .args(["broker", "--config"])
+                    .arg(&config)
+                    .env("PVBUS_LOG", "warn")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            );
+            if !pvbus_testkit::wait_for_listener(addr, Duration::from_secs(10)) {
+                bail!("pvbus broker never listened on {addr}");
+            }
+            Ok(child)
+        }
+        BrokerKind::Mosquitto => start_mosquitto(dir, port),
     }
 }
 
 /// mosquitto as the test kit starts it (TCP_NODELAY, no persistence), as our own child so
-/// that its pid can be measured.
+/// that its pid can be measured. Its config file is written in `dir`, which may go once
+/// it has started.
 pub fn start_mosquitto(dir: &Path, port: u16) -> anyhow::Result<Child> {
     let conf = dir.join("mosquitto.conf");
     std::fs::write(
@@ -174,8 +158,4 @@ pub fn start_mosquitto(dir: &Path, port: u16) -> anyhow::Result<Child> {
         bail!("mosquitto did not listen on {addr} (is the mosquitto package installed?)");
     }
     Ok(child)
-}
-
-fn log_of(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("run.log")).unwrap_or_default()
 }

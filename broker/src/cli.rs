@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use pvbus_bus::config::Settings;
+use pvbus_bus::config::{Section, Settings};
 
-use crate::{BrokerConfig, BrokerError, EmbeddedBroker};
+use crate::{BrokerConfig, EmbeddedBroker};
 
 /// The embedded MQTT broker: listens on `[broker] listen` (127.0.0.1:1883), keeps retained
 /// messages across restarts in `[broker] data_dir`, and opens `[broker.lan]` with logins.
@@ -41,7 +41,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
     }
     pvbus_bus::logging::init("broker");
     let settings = Settings::load(cli.config.as_deref())?;
-    let mut config: BrokerConfig = settings.section("broker")?;
+    let mut config: BrokerConfig = settings.section(BrokerConfig::NAME)?;
     if let Some(listen) = cli.listen {
         config.listen = listen;
     }
@@ -49,12 +49,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         config.data_dir = data_dir;
     }
     config.topic_prefix = settings.bus()?.base;
-    config.validate().map_err(|error| match error {
-        BrokerError::Config { key, problem } => {
-            anyhow::anyhow!("{}: {key}: {problem}", settings.origin())
-        }
-        other => other.into(),
-    })?;
+    settings.check(&config)?;
     let (mut shutdown, _trigger) = pvbus_bus::Shutdown::on_signals();
     let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(config))
         .await

@@ -4,9 +4,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use pvbus_bus::ConfigError;
+use pvbus_bus::config::Section;
 use serde::Deserialize;
 
-use crate::BrokerError;
 use crate::password;
 
 /// `[broker]`: the embedded MQTT broker.
@@ -96,17 +97,12 @@ impl Default for BrokerConfig {
     }
 }
 
-fn invalid(key: &str, problem: impl Into<String>) -> BrokerError {
-    BrokerError::Config {
-        key: key.to_owned(),
-        problem: problem.into(),
-    }
-}
+impl Section for BrokerConfig {
+    const NAME: &'static str = "broker";
 
-impl BrokerConfig {
-    pub fn validate(&self) -> Result<(), BrokerError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         if !self.listen.ip().is_loopback() {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "broker.listen",
                 format!(
                     "{} is reachable from the network without a login; keep `listen` on \
@@ -119,17 +115,20 @@ impl BrokerConfig {
             || self.topic_prefix.contains(['+', '#'])
             || self.topic_prefix.ends_with('/')
         {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "bus.base",
                 "must be non-empty, without wildcards or a trailing '/'",
             ));
         }
         if self.data_dir.as_os_str().is_empty() {
-            return Err(invalid("broker.data_dir", "must not be empty"));
+            return Err(ConfigError::invalid("broker.data_dir", "must not be empty"));
         }
         let at_least = |key: &str, value: usize, min: usize| {
             if value < min {
-                Err(invalid(key, format!("{value} is below the minimum {min}")))
+                Err(ConfigError::invalid(
+                    key,
+                    format!("{value} is below the minimum {min}"),
+                ))
             } else {
                 Ok(())
             }
@@ -137,7 +136,7 @@ impl BrokerConfig {
         at_least("broker.max_connections", self.max_connections, 2)?;
         at_least("broker.max_packet_size", self.max_packet_size, 1024)?;
         if self.max_packet_size > 256 * 1024 * 1024 {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "broker.max_packet_size",
                 "MQTT packets cannot exceed 256 MiB",
             ));
@@ -148,20 +147,20 @@ impl BrokerConfig {
         at_least("broker.max_retained_topics", self.max_retained_topics, 1)?;
         at_least("broker.max_retained_bytes", self.max_retained_bytes, 1024)?;
         if self.retained_flush_secs == 0 {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "broker.retained_flush_secs",
                 "must be at least 1 (0 would write the card on every change)",
             ));
         }
         if let Some(lan) = &self.lan {
             if lan.listen == self.listen {
-                return Err(invalid(
+                return Err(ConfigError::invalid(
                     "broker.lan.listen",
                     "must differ from broker.listen",
                 ));
             }
             if lan.users.is_empty() {
-                return Err(invalid(
+                return Err(ConfigError::invalid(
                     "broker.lan.users",
                     "the LAN listener needs at least one [[broker.lan.users]]",
                 ));
@@ -172,11 +171,11 @@ impl BrokerConfig {
                     ("broker.lan.tls.key", &tls.key),
                 ] {
                     if path.as_os_str().is_empty() {
-                        return Err(invalid(key, "must name a PEM file"));
+                        return Err(ConfigError::invalid(key, "must name a PEM file"));
                     }
                 }
                 if tls.cert == tls.key {
-                    return Err(invalid(
+                    return Err(ConfigError::invalid(
                         "broker.lan.tls.key",
                         "names the same file as broker.lan.tls.cert; give the key its own file",
                     ));
@@ -184,14 +183,14 @@ impl BrokerConfig {
             }
             for (index, user) in lan.users.iter().enumerate() {
                 if user.username.is_empty() {
-                    return Err(invalid(
-                        &format!("broker.lan.users[{index}].username"),
+                    return Err(ConfigError::invalid(
+                        format!("broker.lan.users[{index}].username"),
                         "must not be empty",
                     ));
                 }
                 password::check_hash(&user.password_hash).map_err(|error| {
-                    invalid(
-                        &format!("broker.lan.users[{index}].password_hash"),
+                    ConfigError::invalid(
+                        format!("broker.lan.users[{index}].password_hash"),
                         format!("{error}; make one with `pvbus broker hash-password`"),
                     )
                 })?;
@@ -199,7 +198,9 @@ impl BrokerConfig {
         }
         Ok(())
     }
+}
 
+impl BrokerConfig {
     pub(crate) fn status_topic(&self) -> String {
         format!("{}/broker/status", self.topic_prefix)
     }
@@ -209,9 +210,9 @@ impl BrokerConfig {
 mod tests {
     use super::*;
 
-    fn key_of(result: Result<(), BrokerError>) -> String {
+    fn key_of(result: Result<(), ConfigError>) -> String {
         match result {
-            Err(BrokerError::Config { key, .. }) => key,
+            Err(ConfigError::Key { key, .. }) => key,
             other => panic!("expected a config error, got {other:?}"),
         }
     }

@@ -31,6 +31,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use pvbus_bus::config::Section;
 use tokio::sync::{Semaphore, oneshot};
 
 pub use cli::{BrokerCommand, Cli, main};
@@ -70,6 +71,23 @@ pub enum BrokerError {
     Thread(std::io::Error),
     #[error(transparent)]
     Save(#[from] SaveError),
+}
+
+/// A section that fails its validation, for callers of [`EmbeddedBroker::start`] that did
+/// not validate it through [`Settings::check`](pvbus_bus::config::Settings::check).
+impl From<pvbus_bus::ConfigError> for BrokerError {
+    fn from(error: pvbus_bus::ConfigError) -> BrokerError {
+        match error {
+            pvbus_bus::ConfigError::Key { key, message, .. } => BrokerError::Config {
+                key,
+                problem: message,
+            },
+            other => BrokerError::Config {
+                key: "broker".into(),
+                problem: other.to_string(),
+            },
+        }
+    }
 }
 
 /// A running embedded broker. Dropping it stops the listeners and saves retained messages

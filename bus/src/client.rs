@@ -15,6 +15,11 @@
 //!   drained by dropping (retained state is kept in a map and replayed), so an outage does
 //!   not grow memory;
 //! - TCP_NODELAY, because our messages are small and latency matters more than packets.
+//!
+//! Shell commands (`pvbus get`, `pvbus status`) use the same client as tools
+//! ([`Bus::connect_tool`]): they are not processes of the bus, so they have no last will
+//! and no `online`, a client id of their own per run, and can fail at once rather than
+//! wait for a broker that is not there.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -57,6 +62,30 @@ pub enum Event {
     Message(Message),
 }
 
+/// Why the connection is down, or why a tool could not connect.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LinkError {
+    /// The broker answered and said no (CONNACK with an error code): most often the
+    /// username or password.
+    #[error("refused ({0})")]
+    Refused(String),
+    /// No MQTT conversation: nothing listens there, the network, the name...
+    #[error("{0}")]
+    Unreachable(String),
+    /// [`Bus::connect_tool_or_fail`]: no answer in the time given.
+    #[error("no answer within {} s", .0.as_secs_f32())]
+    TimedOut(Duration),
+}
+
+impl From<&ConnectionError> for LinkError {
+    fn from(error: &ConnectionError) -> LinkError {
+        match error {
+            ConnectionError::ConnectionRefused(code) => LinkError::Refused(format!("{code:?}")),
+            other => LinkError::Unreachable(other.to_string()),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     #[error("payload on {topic} is not UTF-8 text")]
@@ -97,10 +126,15 @@ struct Remembered {
 
 struct Inner {
     process: String,
+    client_id: String,
+    /// A process announces itself (`online`, `offline`, last will); a tool does not.
+    announces: bool,
     topics: Topics,
     tx: mpsc::UnboundedSender<Outgoing>,
     remembered: Mutex<Remembered>,
     connected: watch::Receiver<bool>,
+    /// The last connection error, `None` once connected.
+    failure: watch::Receiver<Option<LinkError>>,
     /// Set by [`Bus::shutdown`]: from then on incoming messages are discarded rather
     /// than waited on, because a process that is stopping no longer reads its inbox.
     closing: watch::Sender<bool>,
@@ -122,21 +156,77 @@ impl Bus {
     /// Connects in the background and returns at once. `process` names the process on
     /// the bus (`<base>/<process>/status`); it must be a valid topic level.
     pub fn connect(cfg: &BusConfig, process: &str) -> (Bus, Inbox) {
+        let client_id = format!("{}{}", cfg.client_id_prefix, process);
+        Bus::start(cfg, process, client_id, true)
+    }
+
+    /// Connects a tool (a shell command, a viewer) in the background and returns at
+    /// once. A tool is not a process of the bus: no last will and no `online` (a command
+    /// run in a loop would flood `<base>/<tool>/status`), and a client id of its own per
+    /// run, `<prefix><tool>-<pid>-<nanos>`, so that two runs at once do not throw each
+    /// other off the broker. Otherwise it is a [`Bus`] like any other: it reconnects and
+    /// subscribes again by itself.
+    pub fn connect_tool(cfg: &BusConfig, tool: &str) -> (Bus, Inbox) {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let client_id = format!(
+            "{}{tool}-{}-{nanos:x}",
+            cfg.client_id_prefix,
+            std::process::id()
+        );
+        Bus::start(cfg, tool, client_id, false)
+    }
+
+    /// [`Bus::connect_tool`] for a command that cannot wait: returns once connected, or
+    /// fails at the first refusal or connection error rather than retrying, or after
+    /// `within`. On failure the connection's tasks are left to the end of the program.
+    pub async fn connect_tool_or_fail(
+        cfg: &BusConfig,
+        tool: &str,
+        within: Duration,
+    ) -> Result<(Bus, Inbox), LinkError> {
+        let (bus, mut inbox) = Bus::connect_tool(cfg, tool);
+        let mut failure = bus.inner.failure.clone();
+        let closed = || LinkError::Unreachable("the connection closed".into());
+        let first = tokio::time::timeout(within, async {
+            tokio::select! {
+                // Nothing is subscribed yet: the first event is `Connected`.
+                event = inbox.recv() => match event {
+                    Some(Event::Connected) => Ok(()),
+                    _ => Err(closed()),
+                },
+                failed = failure.wait_for(Option::is_some) => {
+                    Err(failed.ok().and_then(|e| e.clone()).unwrap_or_else(closed))
+                }
+            }
+        })
+        .await;
+        match first {
+            Ok(Ok(())) => Ok((bus, inbox)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(LinkError::TimedOut(within)),
+        }
+    }
+
+    fn start(cfg: &BusConfig, process: &str, client_id: String, announces: bool) -> (Bus, Inbox) {
         let topics = Topics::new(cfg.base.clone());
         let status_topic = topics.process_status(process);
         let (host, port) = cfg.endpoint();
-        let client_id = format!("{}{}", cfg.client_id_prefix, process);
 
-        let mut options = MqttOptions::new(client_id, host, port);
+        let mut options = MqttOptions::new(client_id.clone(), host, port);
         options.set_keep_alive(Duration::from_secs(cfg.keep_alive_secs.max(5)));
         options.set_clean_session(true);
         options.set_max_packet_size(cfg.max_packet_size, cfg.max_packet_size);
-        options.set_last_will(LastWill::new(
-            status_topic.clone(),
-            OFFLINE,
-            QoS::AtLeastOnce,
-            true,
-        ));
+        if announces {
+            options.set_last_will(LastWill::new(
+                status_topic.clone(),
+                OFFLINE,
+                QoS::AtLeastOnce,
+                true,
+            ));
+        }
         if let Some(user) = &cfg.username {
             options.set_credentials(user.clone(), cfg.password.clone().unwrap_or_default());
         }
@@ -151,25 +241,33 @@ impl Bus {
         let (connected_tx, connected_rx) = watch::channel(false);
         let (stopped_tx, stopped_rx) = oneshot::channel();
         let (closing_tx, closing_rx) = watch::channel(false);
+        let (failure_tx, failure_rx) = watch::channel(None);
 
         let inner = Arc::new(Inner {
             process: process.to_string(),
+            client_id,
+            announces,
             topics,
             tx,
             remembered: Mutex::new(Remembered::default()),
             connected: connected_rx.clone(),
+            failure: failure_rx,
             closing: closing_tx,
             stopped: Mutex::new(Some(stopped_rx)),
         });
         let bus = Bus { inner };
 
+        let status_topic = announces.then_some(status_topic);
         tokio::spawn(forward(client, out_rx, connected_rx, status_topic));
         tokio::spawn(drive(
             eventloop,
             bus.clone_weak_view(),
             inbox_tx,
             closing_rx,
-            connected_tx,
+            Link {
+                connected: connected_tx,
+                failure: failure_tx,
+            },
             stopped_tx,
         ));
         (bus, Inbox { rx: inbox_rx })
@@ -187,8 +285,19 @@ impl Bus {
         &self.inner.process
     }
 
+    /// The MQTT client id: `<prefix><process>`, or unique per run for a tool.
+    pub fn client_id(&self) -> &str {
+        &self.inner.client_id
+    }
+
     pub fn is_connected(&self) -> bool {
         *self.inner.connected.borrow()
+    }
+
+    /// Why the connection is down: the last error since it was last up (`None` while
+    /// connected, and before the first attempt has failed).
+    pub fn link_error(&self) -> Option<LinkError> {
+        self.inner.failure.borrow().clone()
     }
 
     /// Waits until connected (or returns at once if already).
@@ -246,7 +355,8 @@ impl Bus {
         self.publish(self.inner.topics.process_error(&self.inner.process), json);
     }
 
-    /// Publishes `offline`, disconnects cleanly and waits (at most 2 s) until done.
+    /// Publishes `offline` (a process; not a tool), disconnects cleanly and waits (at most
+    /// 2 s) until done.
     ///
     /// What was published before goes out first. Incoming messages are discarded from
     /// now on: the connection stops reading the socket while the inbox is full, so a
@@ -281,7 +391,7 @@ async fn forward(
     client: AsyncClient,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     connected: watch::Receiver<bool>,
-    status_topic: String,
+    status_topic: Option<String>,
 ) {
     let mut dropped: u64 = 0;
     while let Some(item) = rx.recv().await {
@@ -320,7 +430,7 @@ async fn forward(
                 }
             }
             Outgoing::Shutdown => {
-                if is_connected {
+                if is_connected && let Some(status_topic) = &status_topic {
                     let _ = client
                         .publish(status_topic.clone(), QoS::AtLeastOnce, true, OFFLINE)
                         .await;
@@ -332,6 +442,12 @@ async fn forward(
     }
 }
 
+/// What the connection tells the handles about itself.
+struct Link {
+    connected: watch::Sender<bool>,
+    failure: watch::Sender<Option<LinkError>>,
+}
+
 /// Polls the rumqttc event loop: reconnects with backoff, replays subscriptions and
 /// retained state on every ConnAck, and hands incoming publishes to the inbox.
 async fn drive(
@@ -339,9 +455,10 @@ async fn drive(
     bus: std::sync::Weak<Inner>,
     inbox: mpsc::Sender<Event>,
     mut closing: watch::Receiver<bool>,
-    connected: watch::Sender<bool>,
+    link: Link,
     stopped: oneshot::Sender<()>,
 ) {
+    let connected = link.connected;
     let mut backoff = Backoff::new();
     let mut failures: u32 = 0;
     loop {
@@ -351,6 +468,7 @@ async fn drive(
                 info!(process = %inner.process, "connected to the bus");
                 failures = 0;
                 backoff.reset();
+                link.failure.send_replace(None);
                 connected.send_replace(true);
                 replay(&inner);
                 deliver(&inbox, Event::Connected, &mut closing).await;
@@ -370,6 +488,7 @@ async fn drive(
             Ok(_) => {}
             Err(ConnectionError::RequestsDone) => break,
             Err(e) => {
+                link.failure.send_replace(Some(LinkError::from(&e)));
                 let was_connected = connected.send_replace(false);
                 if was_connected {
                     deliver(&inbox, Event::Disconnected, &mut closing).await;
@@ -425,12 +544,14 @@ async fn drain_until_closed(eventloop: &mut EventLoop) {
 }
 
 fn replay(inner: &Inner) {
-    let _ = inner.tx.send(Outgoing::Publish {
-        topic: inner.topics.process_status(&inner.process),
-        payload: Bytes::from_static(ONLINE.as_bytes()),
-        qos: QoS::AtLeastOnce,
-        retain: true,
-    });
+    if inner.announces {
+        let _ = inner.tx.send(Outgoing::Publish {
+            topic: inner.topics.process_status(&inner.process),
+            payload: Bytes::from_static(ONLINE.as_bytes()),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+        });
+    }
     let r = inner.remembered.lock().expect("bus lock poisoned");
     if !r.subscriptions.is_empty() {
         let _ = inner.tx.send(Outgoing::Subscribe(r.subscriptions.clone()));

@@ -40,6 +40,18 @@ impl ConfigError {
     }
 }
 
+/// A section of the file, owned by the crate of the process that reads it: its name and
+/// the checks serde cannot make. [`Settings::load_section`] reads and checks it in one
+/// step, so every section reports its mistakes the same way: the file, then the key.
+pub trait Section: DeserializeOwned {
+    /// The section's name in the file: `[NAME]`, and the first part of its keys.
+    const NAME: &'static str;
+
+    /// Checks what serde cannot (ranges, ids, keys that exclude each other); errors name
+    /// the key, with [`ConfigError::invalid`].
+    fn validate(&self) -> Result<(), ConfigError>;
+}
+
 /// The merged configuration, from which each process takes its section.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -149,10 +161,31 @@ impl Settings {
         })
     }
 
+    /// Section `T`, read and validated; errors name this file and the key. An absent
+    /// section gives its defaults, validated too.
+    pub fn load_section<T: Section>(&self) -> Result<T, ConfigError> {
+        let section: T = self.section(T::NAME)?;
+        self.check(&section)?;
+        Ok(section)
+    }
+
+    /// Validates a section changed after it was read (options of the command line,
+    /// values from other sections); errors name this file and the key.
+    pub fn check<T: Section>(&self, section: &T) -> Result<(), ConfigError> {
+        section.validate().map_err(|e| match e {
+            ConfigError::Key { key, message, .. } => ConfigError::Key {
+                origin: self.origin.clone(),
+                key,
+                message,
+            },
+            other => other,
+        })
+    }
+
     /// The `[bus]` section, resolved against `[broker] listen` when no external broker
     /// is configured.
     pub fn bus(&self) -> Result<BusConfig, ConfigError> {
-        let mut bus: BusConfig = self.section("bus")?;
+        let mut bus: BusConfig = self.section(BusConfig::NAME)?;
         let listen: Option<String> = self.merged.get::<String>("broker.listen").ok();
         if let Some(listen) = listen {
             bus.embedded_listen = listen.parse().map_err(|_| ConfigError::Key {
@@ -161,14 +194,7 @@ impl Settings {
                 message: format!("{listen:?} is not an address such as 127.0.0.1:1883"),
             })?;
         }
-        bus.validate().map_err(|e| match e {
-            ConfigError::Key { key, message, .. } => ConfigError::Key {
-                origin: self.origin.clone(),
-                key,
-                message,
-            },
-            other => other,
-        })?;
+        self.check(&bus)?;
         Ok(bus)
     }
 }
@@ -233,8 +259,12 @@ impl BusConfig {
         };
         (host, a.port())
     }
+}
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
+impl Section for BusConfig {
+    const NAME: &'static str = "bus";
+
+    fn validate(&self) -> Result<(), ConfigError> {
         if self.base.is_empty()
             || self.base.starts_with('/')
             || self.base.contains(['+', '#'])
@@ -288,6 +318,36 @@ mod tests {
         id: String,
         #[allow(dead_code)]
         pin: u8,
+    }
+
+    impl Section for Demo {
+        const NAME: &'static str = "demo";
+
+        fn validate(&self) -> Result<(), ConfigError> {
+            if self.pin > 40 {
+                return Err(ConfigError::invalid("demo.pin", "use 0..40"));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn load_section_reads_then_validates_and_names_the_file() {
+        let s = Settings::from_toml("[demo]\npin = 3\n").unwrap();
+        assert_eq!(s.load_section::<Demo>().unwrap().pin, 3);
+        let s = Settings::from_toml("[other]\n").unwrap();
+        assert_eq!(s.load_section::<Demo>().unwrap().pin, 0);
+
+        let s = Settings::from_toml("[demo]\npin = 41\n").unwrap();
+        let err = s.load_section::<Demo>().unwrap_err().to_string();
+        assert_eq!(err, "<inline>: key `demo.pin`: use 0..40");
+
+        let s = Settings::from_toml("[demo]\npin = \"x\"\n").unwrap();
+        let err = s.load_section::<Demo>().unwrap_err().to_string();
+        assert!(
+            err.starts_with("<inline>: key `demo.pin`: invalid type"),
+            "{err}"
+        );
     }
 
     #[test]

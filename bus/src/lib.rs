@@ -7,9 +7,11 @@
 //!   reasons, availability, error reports, durations, timestamps.
 //! - [`client`]: [`Bus`], the MQTT connection every process uses: last will, `online`,
 //!   resubscribe and republish of its own retained state after every reconnect, backoff,
-//!   and a publish path that can never deadlock against the receive path.
-//! - [`config`]: the layered TOML configuration (defaults, file, `PVBUS_...` environment)
-//!   and the `[bus]` section.
+//!   and a publish path that can never deadlock against the receive path; shell commands
+//!   use it too, as tools (no last will, no `online`, a client id per run).
+//! - [`config`]: the layered TOML configuration (defaults, file, `PVBUS_...` environment),
+//!   the [`config::Section`] trait every process's section implements, and the `[bus]`
+//!   section.
 //! - [`shutdown`]: one signal (SIGTERM, Ctrl-C, or programmatic) that every task watches.
 //! - [`logging`]: structured logs with `tracing`, plain or JSON.
 
@@ -20,7 +22,7 @@ pub mod logging;
 pub mod shutdown;
 pub mod topics;
 
-pub use client::{Bus, BusError, Event, Inbox, Message};
+pub use client::{Bus, BusError, Event, Inbox, LinkError, Message};
 pub use config::{BusConfig, ConfigError};
 pub use contract::{ModeRequest, Reason, ReasonSource, RelayMode};
 pub use shutdown::Shutdown;

@@ -302,6 +302,39 @@ impl Topics {
         format!("{}/plugins/+/health", self.base)
     }
 
+    // --- cloud bridge (added by the cloud bridge's author, issue 9) ---------------------
+
+    /// `<base>/cloud/remote`: whether the link to the remote broker is up, and why not
+    /// (JSON), retained.
+    pub fn cloud_remote(&self) -> String {
+        format!("{}/cloud/remote", self.base)
+    }
+
+    /// Whether `topic` is retained by the topic contract (docs/topics.md's "Retained"
+    /// column): states, availability, statuses and settings are; commands (`.../set`),
+    /// error answers, decisions, heartbeats, sync markers and button presses are not.
+    /// A topic outside the base prefix is not ours: `false`.
+    ///
+    /// Needed because an MQTT 3.1.1 broker clears the retain flag on live delivery: a
+    /// process that relays messages (the cloud bridge) cannot learn it from the message.
+    /// Topics the contract does not list (a script's own device) count as state, the
+    /// common case. A test checks this against every row of docs/topics.md.
+    pub fn retained_by_contract(&self, topic: &str) -> bool {
+        let Some(rest) = self.strip_base(topic) else {
+            return false;
+        };
+        let levels: Vec<&str> = rest.split('/').collect();
+        // Everything else is state: the events and commands are the exceptions.
+        !matches!(
+            levels.as_slice(),
+            [.., "set"]
+                | [_, "error" | "sync"]
+                | ["rules", "decisions" | "heartbeat"]
+                | ["tm1638" | "lcd", "button", _]
+                | ["tm1638" | "lcd", "sim", "press"]
+        )
+    }
+
     /// A topic relative to the base prefix made absolute (`relays/pump/state` ->
     /// `pvbus/relays/pump/state`): dynamic-library plugins name topics relatively, so
     /// that they cannot write outside their installation.
@@ -451,5 +484,79 @@ mod tests {
         );
         assert_eq!(t.parse_rule_status("home/pv/rules/status"), None);
         assert_eq!(t.sync("cli_1"), "home/pv/cli_1/sync");
+    }
+
+    // The cloud bridge: `retained_by_contract` against every row of docs/topics.md.
+    #[test]
+    fn retained_by_contract_agrees_with_every_row_of_the_topic_table() {
+        let doc = include_str!("../../docs/topics.md");
+        // A sample value for each placeholder of the table; a new placeholder must be
+        // added here, so the test fails rather than skipping rows.
+        let samples = [
+            ("<process>", "relays"),
+            ("<bridge>", "vedirect"),
+            ("<device>", "mppt_roof"),
+            ("<setting>", "load_output"),
+            ("<id>", "pump"),
+            ("<relay>", "pump"),
+            ("<client>", "cli_1"),
+            ("<n>", "3"),
+            ("<name>", "select"),
+        ];
+        let t = Topics::default();
+        let mut checked = 0;
+        let mut retained_column = None;
+        for line in doc.lines() {
+            let line = line.trim();
+            if !line.starts_with('|') {
+                retained_column = None;
+                continue;
+            }
+            // `\|` inside a cell is an escaped bar, not a column border.
+            let cells: Vec<String> = line
+                .replace("\\|", "\u{1}")
+                .trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect();
+            if let Some(i) = cells.iter().position(|c| c == "Retained") {
+                retained_column = Some(i);
+                continue;
+            }
+            let Some(column) = retained_column else {
+                continue;
+            };
+            let expected = match cells.get(column).map(|c| c.trim_matches('*')) {
+                Some("yes") => true,
+                Some("no" | "never") => false,
+                _ => continue, // the separator row, or "(HA's choice)"
+            };
+            for topic in cells[0].split('`').skip(1).step_by(2) {
+                if !topic.starts_with("pvbus/") {
+                    continue; // Home Assistant's own topics
+                }
+                let mut concrete = topic.to_string();
+                for (placeholder, sample) in samples {
+                    concrete = concrete.replace(placeholder, sample);
+                }
+                assert!(
+                    !concrete.contains('<'),
+                    "docs/topics.md: {topic}: a placeholder without a sample in this test"
+                );
+                assert_eq!(
+                    t.retained_by_contract(&concrete),
+                    expected,
+                    "docs/topics.md says {topic} is {}retained",
+                    if expected { "" } else { "not " }
+                );
+                checked += 1;
+            }
+        }
+        assert!(
+            checked >= 45,
+            "only {checked} rows read from docs/topics.md"
+        );
+        assert!(!t.retained_by_contract("other/relays/pump/state"));
+        assert!(t.retained_by_contract("pvbus/script/cellar/state"));
     }
 }

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pvbus_bus::config::Settings;
+use pvbus_bus::config::{Section, Settings};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -24,44 +24,21 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     note(settings.bus().map(drop).map_err(|e| e.to_string()));
-    note(
+    fn load<T: Section>(settings: &Settings) -> Result<(), String> {
         settings
-            .section::<pvbus_broker::BrokerConfig>("broker")
+            .load_section::<T>()
+            .map(drop)
             .map_err(|e| e.to_string())
-            .and_then(|c| c.validate().map_err(|e| e.to_string())),
-    );
-    note(
-        pvbus_vedirect_bridge::config::load(&settings)
-            .map(drop)
-            .map_err(|e| e.to_string()),
-    );
-    note(
-        pvbus_relays::config::load(&settings)
-            .map(drop)
-            .map_err(|e| e.to_string()),
-    );
-    note(
-        settings
-            .section::<pvbus_homeassistant::config::HomeAssistantConfig>("homeassistant")
-            .and_then(|c| c.validate())
-            .map(drop)
-            .map_err(|e| e.to_string()),
-    );
-    note(
-        pvbus_plugins::config::load(&settings)
-            .map(drop)
-            .map_err(|e| e.to_string()),
-    );
-    note(
-        pvbus_panel::load_tm1638(&settings)
-            .map(drop)
-            .map_err(|e| e.to_string()),
-    );
-    note(
-        pvbus_panel::load_lcd(&settings)
-            .map(drop)
-            .map_err(|e| e.to_string()),
-    );
+    }
+    note(load::<pvbus_broker::BrokerConfig>(&settings));
+    note(load::<pvbus_vedirect_bridge::VedirectConfig>(&settings));
+    note(load::<pvbus_relays::config::RelaysConfig>(&settings));
+    note(load::<pvbus_homeassistant::config::HomeAssistantConfig>(
+        &settings,
+    ));
+    note(load::<pvbus_plugins::config::PluginsConfig>(&settings));
+    note(load::<pvbus_panel::Tm1638Config>(&settings));
+    note(load::<pvbus_panel::LcdConfig>(&settings));
     for e in errors {
         assert!(!e.trim().is_empty(), "an error without a message");
     }

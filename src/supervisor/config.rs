@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pvbus_bus::config::{ConfigError, Settings};
+use pvbus_bus::config::{ConfigError, Section};
 use serde::Deserialize;
 
 /// Every pvbus process that `pvbus run` can start, in start order. The name is at once the
@@ -18,6 +18,7 @@ pub const PROCESSES: &[&str] = &[
     "plugins",
     "tm1638",
     "lcd",
+    "cloud",
 ];
 
 /// The embedded broker: started first, stopped last, not listed in [`PROCESSES`].
@@ -80,20 +81,6 @@ pub struct ProgramConfig {
     pub command: Vec<String>,
 }
 
-/// The `[supervisor]` section of `settings`, validated; errors name the file and the key.
-pub fn load(settings: &Settings) -> Result<SupervisorConfig, ConfigError> {
-    let config: SupervisorConfig = settings.section("supervisor")?;
-    config.validate().map_err(|e| match e {
-        ConfigError::Key { key, message, .. } => ConfigError::Key {
-            origin: settings.origin().to_string(),
-            key,
-            message,
-        },
-        other => other,
-    })?;
-    Ok(config)
-}
-
 impl Default for SupervisorConfig {
     fn default() -> Self {
         SupervisorConfig {
@@ -109,8 +96,10 @@ impl Default for SupervisorConfig {
     }
 }
 
-impl SupervisorConfig {
-    pub fn validate(&self) -> Result<(), ConfigError> {
+impl Section for SupervisorConfig {
+    const NAME: &'static str = "supervisor";
+
+    fn validate(&self) -> Result<(), ConfigError> {
         if let Some(list) = &self.processes {
             for (i, name) in list.iter().enumerate() {
                 if !PROCESSES.contains(&name.as_str()) {
@@ -203,7 +192,9 @@ impl SupervisorConfig {
         }
         Ok(())
     }
+}
 
+impl SupervisorConfig {
     /// The name of each simulator, in order.
     pub fn simulator_names(&self) -> Vec<String> {
         let mut names = Vec::new();
@@ -263,12 +254,11 @@ fn check_child_name(key: &str, name: &str, taken: &[String]) -> Result<(), Confi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pvbus_bus::config::Settings;
 
     fn load(text: &str) -> Result<SupervisorConfig, String> {
         let s = Settings::from_toml(text).map_err(|e| e.to_string())?;
-        let c: SupervisorConfig = s.section("supervisor").map_err(|e| e.to_string())?;
-        c.validate().map_err(|e| e.to_string())?;
-        Ok(c)
+        s.load_section().map_err(|e| e.to_string())
     }
 
     #[test]

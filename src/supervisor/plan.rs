@@ -64,7 +64,7 @@ impl Plan {
         config: &Path,
         available: &dyn Fn(&[&str]) -> bool,
     ) -> Result<Plan, PlanError> {
-        let supervisor = super::config::load(settings)?;
+        let supervisor: SupervisorConfig = settings.load_section()?;
         let bus = settings.bus()?;
         let origin = settings.origin().to_string();
         let sections = settings.sections();
@@ -189,14 +189,7 @@ impl Plan {
 fn broker_enabled(settings: &Settings) -> Result<bool, ConfigError> {
     let broker: pvbus_broker::BrokerConfig = settings.section(BROKER)?;
     if broker.enabled {
-        broker.validate().map_err(|e| match e {
-            pvbus_broker::BrokerError::Config { key, problem } => ConfigError::Key {
-                origin: settings.origin().to_string(),
-                key,
-                message: problem,
-            },
-            other => ConfigError::invalid("broker", other.to_string()),
-        })?;
+        settings.check(&broker)?;
     }
     Ok(broker.enabled)
 }

@@ -5,8 +5,13 @@
 //! - [`Mosquitto`]: a real mosquitto on 127.0.0.1 (installed from apt), restartable;
 //! - [`Child`]: a child process killed (SIGKILL) when dropped, with `kill9`/`terminate`;
 //! - [`rss_kib`]: a process's resident memory, from /proc;
+//! - [`stack`]: [`DemoStack`], the pvbus stack on a temp dir and free ports, for tests and benches;
 //! - [`Recorder`]: a rumqttc subscriber that records everything it sees, so tests wait
 //!   for a topic to reach a value with a deadline instead of sleeping.
+
+pub mod ordered;
+pub mod stack;
+pub use stack::{DemoBroker, DemoStack, DemoStackBuilder, DemoStackError};
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};

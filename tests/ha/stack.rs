@@ -9,15 +9,29 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use pvbus_testkit::{Child, Mosquitto, Recorder};
+use pvbus_testkit::{Child, DemoBroker, DemoStack, Mosquitto, Recorder};
 
 pub const PVBUS: &str = env!("CARGO_BIN_EXE_pvbus");
 
+/// The stack of the test kit ([`DemoStack`], which it derefs to: `dir`, `config`,
+/// `spawn_process`, `child`, `log`) on a mosquitto of its own.
 pub struct Stack {
+    // Fields drop in order: the processes go before their broker.
+    demo: DemoStack,
     pub broker: Mosquitto,
-    pub dir: tempfile::TempDir,
-    pub config: PathBuf,
-    children: Vec<Child>,
+}
+
+impl std::ops::Deref for Stack {
+    type Target = DemoStack;
+    fn deref(&self) -> &DemoStack {
+        &self.demo
+    }
+}
+
+impl std::ops::DerefMut for Stack {
+    fn deref_mut(&mut self) -> &mut DemoStack {
+        &mut self.demo
+    }
 }
 
 /// Which processes to start besides the broker.
@@ -44,66 +58,19 @@ impl Stack {
     /// `extra` is appended to the configuration file (e.g. a `[homeassistant]` section).
     pub fn start_with(parts: Parts, extra: &str) -> Stack {
         let broker = Mosquitto::start();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let d = dir.path().display();
-        let config = dir.path().join("pvbus.toml");
-        let text = format!(
-            r#"[bus]
-external_broker = "127.0.0.1:{port}"
-
-[vedirect]
-stale_after = 5
-auto_detect = false
-[[vedirect.ports]]
-path = "{d}/mppt"
-[[vedirect.ports]]
-path = "{d}/bmv"
-[vedirect.devices]
-HQSIMMPPT01 = "mppt_roof"
-HQSIMBMV01 = "bmv"
-
-[relays]
-state_dir = "{d}/relays"
-[relays.gpio]
-backend = "sim"
-sim_dir = "{d}/gpio"
-[[relays.relay]]
-id = "water_heater"
-pin = 17
-[[relays.relay]]
-id = "pump"
-pin = 27
-{extra}
-"#,
-            port = broker.port
-        );
-        std::fs::write(&config, text).expect("config written");
-        let mut stack = Stack {
-            broker,
-            dir,
-            config,
-            children: Vec::new(),
-        };
+        let demo = DemoStack::builder(PVBUS)
+            .broker(DemoBroker::External(broker.addr()))
+            .device("mppt", "mppt_roof", "HQSIMMPPT01")
+            .device("bmv", "bmv", "HQSIMBMV01")
+            .vedirect_config("stale_after = 5")
+            .relay("water_heater", 17)
+            .relay("pump", 27)
+            .config(extra)
+            .prepare()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut stack = Stack { demo, broker };
         if parts.vedirect {
-            for (kind, serial) in [("mppt", "HQSIMMPPT01"), ("bmv", "HQSIMBMV01")] {
-                let link = stack.dir.path().join(kind);
-                stack.spawn(
-                    &format!("sim {kind}"),
-                    &[
-                        "sim",
-                        "vedirect",
-                        "--kind",
-                        kind,
-                        "--link",
-                        link.to_str().unwrap(),
-                        "--serial",
-                        serial,
-                        "--start-time",
-                        "12:00",
-                    ],
-                );
-                wait_for_path(&link);
-            }
+            stack.spawn_simulators().unwrap_or_else(|e| panic!("{e}"));
             stack.spawn_process("vedirect");
         }
         if parts.relays {
@@ -133,39 +100,6 @@ pin = 27
         stack
     }
 
-    /// `pvbus <process> --config <file>`, logs in the temp dir.
-    pub fn spawn_process(&mut self, process: &str) -> usize {
-        let config = self.config.to_str().unwrap().to_string();
-        self.spawn(process, &[process, "--config", &config])
-    }
-
-    pub fn spawn(&mut self, name: &str, args: &[&str]) -> usize {
-        // Appended: a restarted process keeps the log of its earlier run.
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(
-                self.dir
-                    .path()
-                    .join(format!("{}.log", name.replace(' ', "_"))),
-            )
-            .expect("log file");
-        let child = Child::spawn(
-            name,
-            Command::new(PVBUS)
-                .args(args)
-                .env("PVBUS_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(log),
-        );
-        self.children.push(child);
-        self.children.len() - 1
-    }
-
-    pub fn child(&mut self, index: usize) -> &mut Child {
-        &mut self.children[index]
-    }
-
     /// A `pvbus` command against this stack (for the CLI).
     pub fn pvbus(&self, args: &[&str]) -> std::process::Output {
         Command::new(PVBUS)
@@ -174,22 +108,6 @@ pin = 27
             .env_remove("RUST_BACKTRACE")
             .output()
             .expect("pvbus runs")
-    }
-
-    pub fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
-    }
-}
-
-fn wait_for_path(path: &std::path::Path) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !path.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

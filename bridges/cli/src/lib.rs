@@ -3,8 +3,9 @@
 //! arguments and errors that say what to check.
 //!
 //! Layout:
-//! - [`session`]: a short-lived MQTT session (own client id, no last will) with a
-//!   "subscribe, then wait for every retained message" step.
+//! - [`session`]: a short-lived MQTT session over the bus client as a tool (own client
+//!   id, no last will, fails at once) with a "subscribe, then wait for every retained
+//!   message" step.
 //! - [`relay`]: `pvbus relay <id> forced-on|forced-off|auto [--for 2h|--until 18:00]`:
 //!   sends the command and waits for the relay bridge to confirm or refuse it.
 //! - [`get`]: `pvbus get <path>`: one value (`mppt_roof.battery_voltage`,

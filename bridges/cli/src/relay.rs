@@ -117,7 +117,7 @@ pub async fn run(args: RelayArgs) -> Result<String, CliError> {
         });
     }
 
-    session.publish(&set_topic, &payload).await?;
+    session.publish(&set_topic, &payload);
     let already = before.is_some_and(|m| fulfils(request, m)) && !timed;
     let deadline = tokio::time::Instant::now()
         + if already {

@@ -57,7 +57,7 @@ pub async fn run(
         session.close().await;
         return Ok(());
     }
-    session.subscribe(&filters).await?;
+    session.subscribe(&filters);
     loop {
         let m = tokio::select! {
             _ = shutdown.wait() => break,

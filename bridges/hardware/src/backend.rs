@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
-use crate::line::{BidirectionalLine, InitialLevel, InputLine, OutputLine, Pull};
+use crate::line::{BidirectionalLine, Edge, EdgeLine, InitialLevel, InputLine, OutputLine, Pull};
 use crate::{HardwareError, SimBoard};
 
 /// A GPIO controller: opens lines by BCM number (the numbers printed on Pi
@@ -18,6 +18,14 @@ pub trait Gpio: Send + Sync {
     fn input(&self, bcm: u8, pull: Pull) -> Result<InputLine, HardwareError>;
     /// Opens a bidirectional line, released (input) at first.
     fn bidirectional(&self, bcm: u8, pull: Pull) -> Result<BidirectionalLine, HardwareError>;
+    /// Opens an input whose `edge`s can be waited for (a device's interrupt output).
+    fn edge_input(&self, bcm: u8, pull: Pull, edge: Edge) -> Result<EdgeLine, HardwareError> {
+        let _ = (pull, edge);
+        Err(HardwareError::Line {
+            bcm,
+            message: format!("the {} backend cannot wait for edges", self.name()),
+        })
+    }
 }
 
 /// Which backend to use, as written in a config file.

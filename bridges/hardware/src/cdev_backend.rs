@@ -7,15 +7,16 @@
 //! into an output at the level it already had.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use gpiocdev::Request;
-use gpiocdev::line::{Bias, Value};
+use gpiocdev::line::{Bias, EdgeDetection, EdgeKind, Value};
 
 use crate::HardwareError;
 use crate::backend::Gpio;
 use crate::line::{
-    BidirectionalDriver, BidirectionalLine, InitialLevel, InputDriver, InputLine, Level,
-    OutputDriver, OutputLine, Pull,
+    BidirectionalDriver, BidirectionalLine, Edge, EdgeDriver, EdgeLine, InitialLevel, InputDriver,
+    InputLine, Level, OutputDriver, OutputLine, Pull,
 };
 
 const CONSUMER: &str = "pvbus";
@@ -129,6 +130,48 @@ impl Gpio for CdevGpio {
                 driving: false,
             }),
         ))
+    }
+
+    fn edge_input(&self, bcm: u8, pull: Pull, edge: Edge) -> Result<EdgeLine, HardwareError> {
+        let request = self
+            .builder(bcm)
+            .as_input()
+            .with_bias(bias(pull))
+            .with_edge_detection(match edge {
+                Edge::Rising => EdgeDetection::RisingEdge,
+                Edge::Falling => EdgeDetection::FallingEdge,
+                Edge::Both => EdgeDetection::BothEdges,
+            })
+            .request()
+            .map_err(|e| line_error(bcm, e))?;
+        Ok(EdgeLine::new(bcm, Box::new(CdevLine { bcm, request })))
+    }
+}
+
+impl EdgeDriver for CdevLine {
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<Option<Level>, HardwareError> {
+        // The kernel queues edges on the request's file: a read blocks until one.
+        if let Some(limit) = timeout {
+            let ready = self
+                .request
+                .wait_edge_event(limit)
+                .map_err(|e| line_error(self.bcm, e))?;
+            if !ready {
+                return Ok(None);
+            }
+        }
+        let event = self
+            .request
+            .read_edge_event()
+            .map_err(|e| line_error(self.bcm, e))?;
+        Ok(Some(match event.kind {
+            EdgeKind::Rising => Level::High,
+            EdgeKind::Falling => Level::Low,
+        }))
+    }
+
+    fn read(&mut self) -> Result<Level, HardwareError> {
+        self.get()
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Layout:
 //! - `line`: levels and the three kinds of GPIO line (output, input, bidirectional),
-//!   with their embedded-hal 1.0 traits; backends plug in behind small driver traits.
+//!   with their embedded-hal 1.0 traits, and edge-waiting inputs (interrupt lines);
+//!   backends plug in behind small driver traits.
 //! - `backend`: the `Gpio` trait (open lines by BCM number) and the choice of backend
 //!   (`auto`, `rppal`, `gpiochip`, `sim`), with detection of the board.
 //! - `rppal_backend`: the Raspberry Pi backend (rppal), never resetting pins on drop.
@@ -26,7 +27,8 @@ use std::path::PathBuf;
 
 pub use backend::{BackendKind, Gpio, GpioConfig, open_gpio};
 pub use line::{
-    BidirectionalLine, BidirectionalPin, InitialLevel, InputLine, Level, OutputLine, Pull,
+    BidirectionalLine, BidirectionalPin, Edge, EdgeLine, InitialLevel, InputLine, Level,
+    OutputLine, Pull,
 };
 pub use sim::{SimBoard, SimLog, SimLogEntry};
 

@@ -1,5 +1,8 @@
 //! GPIO lines as drivers see them: levels, the three kinds of line, and their
-//! embedded-hal 1.0 traits. Backends plug in behind the small `*Driver` traits.
+//! embedded-hal 1.0 traits, plus inputs whose edges can be waited for (interrupt
+//! lines). Backends plug in behind the small `*Driver` traits.
+
+use std::time::Duration;
 
 use embedded_hal::digital::{ErrorType, InputPin, OutputPin, StatefulOutputPin};
 use serde::{Deserialize, Serialize};
@@ -87,6 +90,35 @@ pub trait BidirectionalDriver: Send {
     fn read(&mut self) -> Result<Level, HardwareError>;
 }
 
+/// Which edges an [`EdgeLine`] waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Edge {
+    Rising,
+    Falling,
+    Both,
+}
+
+impl Edge {
+    /// Whether a change from `before` to `after` is such an edge.
+    pub fn matches(self, before: Level, after: Level) -> bool {
+        match (before, after) {
+            (Level::Low, Level::High) => self != Edge::Falling,
+            (Level::High, Level::Low) => self != Edge::Rising,
+            _ => false,
+        }
+    }
+}
+
+/// What a backend implements for an input whose edges are waited for (a device's
+/// interrupt output). Edges are queued from the moment the line is opened, so one that
+/// comes between two waits is not lost.
+pub trait EdgeDriver: Send {
+    /// Blocks until the next edge of the kind asked for, or until `timeout` (`None`:
+    /// no limit). Returns the level after the edge, `None` on timeout.
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<Option<Level>, HardwareError>;
+    fn read(&mut self) -> Result<Level, HardwareError>;
+}
+
 /// A line that is driven, then released: embedded-hal's `OutputPin` drives it,
 /// `InputPin` reads it, and `release` hands it over to the device.
 pub trait BidirectionalPin: OutputPin + InputPin {
@@ -140,6 +172,24 @@ line_struct!(
     BidirectionalLine,
     BidirectionalDriver
 );
+
+line_struct!(
+    /// An input whose edges are waited for (an expander's INT output).
+    EdgeLine,
+    EdgeDriver
+);
+
+impl EdgeLine {
+    /// Blocks until the next edge asked for (the level after it), or `timeout`
+    /// (`None`). The thread sleeps in the kernel meanwhile: no polling.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Result<Option<Level>, HardwareError> {
+        self.driver.wait(timeout)
+    }
+
+    pub fn read(&mut self) -> Result<Level, HardwareError> {
+        self.driver.read()
+    }
+}
 
 impl OutputLine {
     pub fn write(&mut self, level: Level) -> Result<(), HardwareError> {

@@ -5,13 +5,15 @@
 //! Every line here therefore has reset-on-drop turned off: what a process last
 //! drove stays driven until the next process opens the line at that level.
 
-use rppal::gpio::{Bias, IoPin, Mode, OutputPin as RppalOutput};
+use std::time::Duration;
+
+use rppal::gpio::{Bias, IoPin, Mode, OutputPin as RppalOutput, Trigger};
 
 use crate::HardwareError;
 use crate::backend::Gpio;
 use crate::line::{
-    BidirectionalDriver, BidirectionalLine, InitialLevel, InputDriver, InputLine, Level,
-    OutputDriver, OutputLine, Pull,
+    BidirectionalDriver, BidirectionalLine, Edge, EdgeDriver, EdgeLine, InitialLevel, InputDriver,
+    InputLine, Level, OutputDriver, OutputLine, Pull,
 };
 
 pub struct RppalGpio {
@@ -100,6 +102,25 @@ impl Gpio for RppalGpio {
         io.set_reset_on_drop(false);
         Ok(BidirectionalLine::new(bcm, Box::new(RppalIoDriver(io))))
     }
+
+    fn edge_input(&self, bcm: u8, pull: Pull, edge: Edge) -> Result<EdgeLine, HardwareError> {
+        let pin = self.pin(bcm)?;
+        let mut input = match pull {
+            Pull::None => pin.into_input(),
+            Pull::Up => pin.into_input_pullup(),
+            Pull::Down => pin.into_input_pulldown(),
+        };
+        input.set_reset_on_drop(false);
+        let trigger = match edge {
+            Edge::Rising => Trigger::RisingEdge,
+            Edge::Falling => Trigger::FallingEdge,
+            Edge::Both => Trigger::Both,
+        };
+        input
+            .set_interrupt(trigger, None)
+            .map_err(|e| line_error(bcm, e))?;
+        Ok(EdgeLine::new(bcm, Box::new(RppalInputDriver(input))))
+    }
 }
 
 struct RppalOutputDriver(RppalOutput);
@@ -116,6 +137,24 @@ impl OutputDriver for RppalOutputDriver {
 }
 
 struct RppalInputDriver(rppal::gpio::InputPin);
+
+impl EdgeDriver for RppalInputDriver {
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<Option<Level>, HardwareError> {
+        // reset = false: an edge that came since the last wait is returned at once.
+        let event = self
+            .0
+            .poll_interrupt(false, timeout)
+            .map_err(|e| line_error(self.0.pin(), e))?;
+        Ok(event.map(|e| match e.trigger {
+            Trigger::RisingEdge => Level::High,
+            _ => Level::Low,
+        }))
+    }
+
+    fn read(&mut self) -> Result<Level, HardwareError> {
+        Ok(from_rppal(self.0.read()))
+    }
+}
 
 impl InputDriver for RppalInputDriver {
     fn read(&mut self) -> Result<Level, HardwareError> {

@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 
 use pvbus_bus::ConfigError;
+use pvbus_bus::config::Section;
 use pvbus_bus::contract::parse_duration;
 use serde::Deserialize;
 
@@ -55,9 +56,12 @@ impl HomeAssistantConfig {
     pub fn name_of<'a>(&'a self, id: &'a str) -> &'a str {
         self.names.get(id).map(String::as_str).unwrap_or(id)
     }
+}
 
-    /// Checks what serde cannot; errors name the key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+impl Section for HomeAssistantConfig {
+    const NAME: &'static str = "homeassistant";
+
+    fn validate(&self) -> Result<(), ConfigError> {
         let p = &self.discovery_prefix;
         if p.is_empty() || p.contains(['+', '#']) || p.split('/').any(str::is_empty) {
             return Err(ConfigError::invalid(
@@ -110,30 +114,25 @@ mod tests {
     #[test]
     fn defaults_without_a_section() {
         let s = Settings::from_toml("[bus]\n").unwrap();
-        let c: HomeAssistantConfig = s.section("homeassistant").unwrap();
+        let c: HomeAssistantConfig = s.load_section().unwrap();
         assert_eq!(c, HomeAssistantConfig::default());
         assert_eq!(c.status_topic(), "homeassistant/status");
-        c.validate().unwrap();
     }
 
     #[test]
     fn errors_name_the_key() {
-        let s = Settings::from_toml("[homeassistant]\ndiscovery_prefx = \"ha\"\n").unwrap();
-        let err = s
-            .section::<HomeAssistantConfig>("homeassistant")
-            .unwrap_err()
-            .to_string();
+        let load = |toml: &str| {
+            Settings::from_toml(toml)
+                .unwrap()
+                .load_section::<HomeAssistantConfig>()
+                .unwrap_err()
+                .to_string()
+        };
+        let err = load("[homeassistant]\ndiscovery_prefx = \"ha\"\n");
         assert!(err.contains("discovery_prefx"), "{err}");
-
-        let s = Settings::from_toml("[homeassistant]\noverride_durations = [\"1h\", \"2x\"]\n")
-            .unwrap();
-        let c: HomeAssistantConfig = s.section("homeassistant").unwrap();
-        let err = c.validate().unwrap_err().to_string();
+        let err = load("[homeassistant]\noverride_durations = [\"1h\", \"2x\"]\n");
         assert!(err.contains("homeassistant.override_durations[1]"), "{err}");
-
-        let s = Settings::from_toml("[homeassistant]\ndiscovery_prefix = \"ha/#\"\n").unwrap();
-        let c: HomeAssistantConfig = s.section("homeassistant").unwrap();
-        let err = c.validate().unwrap_err().to_string();
+        let err = load("[homeassistant]\ndiscovery_prefix = \"ha/#\"\n");
         assert!(err.contains("homeassistant.discovery_prefix"), "{err}");
     }
 

@@ -40,10 +40,7 @@ pub struct Cli {
 pub async fn main(cli: Cli) -> anyhow::Result<()> {
     pvbus_bus::logging::init(PROCESS);
     let settings = Settings::load(cli.config.as_deref())?;
-    let mut config: HomeAssistantConfig = settings.section("homeassistant")?;
-    config
-        .validate()
-        .map_err(|e| anyhow::anyhow!("{}: {e}", settings.origin()))?;
+    let mut config: HomeAssistantConfig = settings.load_section()?;
     // People name their relays once, in `[relays]`; HA shows those names unless
     // `[homeassistant.names]` says otherwise. The relay bridge reports its own config
     // errors, so a section it would refuse is simply not read here.

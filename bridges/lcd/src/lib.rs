@@ -6,7 +6,8 @@
 //!   (bank 1, no address increment) so that one I2C write can carry a whole run of
 //!   port values.
 //! - [`plate`]: the plate's pin mapping (buttons, backlight, LCD lines), the HD44780
-//!   4-bit protocol and [`Plate`], the driver: lines of text, backlight colour, buttons.
+//!   4-bit protocol and [`Plate`], the driver: lines of text, backlight colour, buttons
+//!   (polled through the expander's latched change flags, so no press is lost).
 //! - [`charset`]: text to the HD44780's character ROM (A00) and back.
 //! - [`sim`]: [`sim::PlateModel`], the MCP23017 and the HD44780 at the wire, decoding
 //!   register writes into a 16x2 screen and a backlight colour.
@@ -16,4 +17,4 @@ pub mod mcp23017;
 pub mod plate;
 pub mod sim;
 
-pub use plate::{Button, ButtonSet, Color, Plate, PlateError, StdDelay};
+pub use plate::{Button, ButtonChanges, ButtonSet, Color, Plate, PlateError, StdDelay};

@@ -5,8 +5,12 @@
 //!   pull-ups), 6 red and 7 green backlight (active low);
 //! - port B: 0 blue backlight (active low), 1 D7, 2 D6, 3 D5, 4 D4, 5 E, 6 RW, 7 RS.
 //!
-//! The plate does not wire the expander's INT outputs to the Pi, so buttons are read
-//! by polling GPIOA (one 1-byte read).
+//! The plate does not wire the expander's INT outputs to the Pi, so buttons are
+//! polled. The expander's interrupt-on-change logic works all the same, unwired: at the
+//! first change of a button after a read it copies port A into INTCAPA and flags the
+//! pin in INTFA, and keeps both until INTCAPA or GPIOA is read. Polling INTFA (one
+//! 1-byte read) therefore finds every press, even one shorter than the poll period:
+//! the period only sets how long a press waits to be noticed.
 //!
 //! The HD44780 latches a nibble on the falling edge of E. Commands take 37 µs (clear
 //! and home 1.52 ms); one byte on a 100 kHz I2C bus takes 90 µs, so no wait is needed
@@ -97,6 +101,28 @@ impl ButtonSet {
         Button::ALL
             .into_iter()
             .filter(move |b| self.contains(*b) && !before.contains(*b))
+    }
+}
+
+/// Buttons pull their line to ground.
+fn pressed_in(port_a: u8) -> ButtonSet {
+    ButtonSet(!port_a & A_BUTTONS)
+}
+
+/// The buttons at the first change since the previous read, and now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ButtonChanges {
+    pub at_first_change: ButtonSet,
+    pub now: ButtonSet,
+}
+
+impl ButtonChanges {
+    /// Buttons that went down since `before` (the set last seen), each once: those
+    /// down at the first change, then those down now that were not then.
+    pub fn presses(self, before: ButtonSet) -> Vec<Button> {
+        let mut presses: Vec<Button> = self.at_first_change.newly_pressed(before).collect();
+        presses.extend(self.now.newly_pressed(self.at_first_change));
+        presses
     }
 }
 
@@ -218,7 +244,12 @@ where
         plate.write(&[Register::OlatA.bank0(), plate.port_a, plate.port_b_keep])?;
         plate.write(&[Register::GppuA.bank0(), A_BUTTONS, 0x00])?;
         plate.write(&[Register::IodirA.bank0(), A_BUTTONS | 1 << 5, 0x00])?;
+        // Interrupt on any change of a button (INTCON 0: against the previous level).
+        plate.write(&[Register::IntconA.bank0(), 0x00, 0x00])?;
+        plate.write(&[Register::GpintenA.bank0(), A_BUTTONS, 0x00])?;
         plate.write(&[Register::Iocon.bank0(), IOCON_BANK | IOCON_SEQOP])?;
+        // A change latched before this process (or by the set-up) is not a press now.
+        plate.read_register(Register::GpioA)?;
 
         // HD44780 initialisation by instruction (datasheet figure 24): three times
         // "8-bit interface", then "4-bit interface", each a single nibble.
@@ -279,12 +310,35 @@ where
 
     /// The buttons held down now.
     pub fn buttons(&mut self) -> Result<ButtonSet, PlateError<E>> {
-        let mut port = [0u8];
+        let port = self.read_register(Register::GpioA)?;
+        Ok(pressed_in(port))
+    }
+
+    /// What changed on the buttons since the last call (or `buttons`): `None` when
+    /// nothing did (one 1-byte read), else the buttons as they were at the first change
+    /// and as they are now. A press and release both between two calls shows in
+    /// `at_first_change`. Changes after the first one are not latched by the chip, so
+    /// a second, different button pressed and released in the same interval is not
+    /// seen.
+    pub fn button_changes(&mut self) -> Result<Option<ButtonChanges>, PlateError<E>> {
+        if self.read_register(Register::IntfA)? & A_BUTTONS == 0 {
+            return Ok(None);
+        }
+        // Reading INTCAPA releases the latch; GPIOA then gives the present.
+        let at_first_change = pressed_in(self.read_register(Register::IntcapA)?);
+        let now = pressed_in(self.read_register(Register::GpioA)?);
+        Ok(Some(ButtonChanges {
+            at_first_change,
+            now,
+        }))
+    }
+
+    fn read_register(&mut self, register: Register) -> Result<u8, PlateError<E>> {
+        let mut value = [0u8];
         self.i2c
-            .write_read(self.address, &[Register::GpioA.bank1()], &mut port)
+            .write_read(self.address, &[register.bank1()], &mut value)
             .map_err(PlateError::I2c)?;
-        // Buttons pull their line to ground.
-        Ok(ButtonSet(!port[0] & A_BUTTONS))
+        Ok(value[0])
     }
 
     /// Gives the I2C bus back.

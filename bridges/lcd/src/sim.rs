@@ -1,5 +1,6 @@
 //! The plate at the wire: an MCP23017 register model (both banks, SEQOP, latches,
-//! directions, pull-ups, input polarity) whose port B pins feed an HD44780 model (8-bit
+//! directions, pull-ups, input polarity, interrupt-on-change on port A: INTFA and
+//! INTCAPA latched at the first change, released by reading INTCAPA or GPIOA) whose port B pins feed an HD44780 model (8-bit
 //! power-up, 4-bit nibbles latched on E's falling edge, DDRAM, display on/off), plus
 //! the backlight LEDs and the five buttons.
 //!
@@ -32,6 +33,8 @@ pub struct PlateState {
     pub port_b_writes: u64,
     /// I2C write transactions seen.
     pub transactions: u64,
+    /// I2C read transactions seen (a button poll is one).
+    pub reads: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +82,7 @@ impl Default for PlateState {
             lcd: Lcd::default(),
             port_b_writes: 0,
             transactions: 0,
+            reads: 0,
         }
     }
 }
@@ -115,6 +119,37 @@ impl PlateState {
     }
 
     fn write_register(&mut self, register: Register, value: u8) {
+        let port_a = self.pins(false);
+        self.store(register, value);
+        self.port_a_moved(port_a);
+    }
+
+    /// Port A's pins were `before`: latch an interrupt if an enabled input changed and
+    /// none is pending (the chip ignores later changes until the latch is read).
+    fn port_a_moved(&mut self, before: u8) {
+        if self.reg(Register::IntfA) != 0 {
+            return;
+        }
+        let after = self.pins(false);
+        let enabled = self.reg(Register::GpintenA) & self.reg(Register::IodirA);
+        let intcon = self.reg(Register::IntconA);
+        // INTCON clear: against the previous level; set: against DEFVAL.
+        let against_previous = (before ^ after) & !intcon;
+        let against_defval = (after ^ self.reg(Register::DefvalA)) & intcon & (before ^ after);
+        let flags = (against_previous | against_defval) & enabled;
+        if flags != 0 {
+            self.set_reg(Register::IntfA, flags);
+            let captured = after ^ (self.reg(Register::IpolA) & self.reg(Register::IodirA));
+            self.set_reg(Register::IntcapA, captured);
+        }
+    }
+
+    /// The INTA output: asserted while an interrupt of port A is latched.
+    pub fn interrupt_a(&self) -> bool {
+        self.reg(Register::IntfA) != 0
+    }
+
+    fn store(&mut self, register: Register, value: u8) {
         match register {
             Register::GpioA => self.set_reg(Register::OlatA, value),
             Register::GpioB => self.set_reg(Register::OlatB, value),
@@ -132,10 +167,15 @@ impl PlateState {
         }
     }
 
-    fn read_register(&self, register: Register) -> u8 {
+    fn read_register(&mut self, register: Register) -> u8 {
         match register {
             Register::GpioA => {
+                self.set_reg(Register::IntfA, 0);
                 self.pins(false) ^ (self.reg(Register::IpolA) & self.reg(Register::IodirA))
+            }
+            Register::IntcapA => {
+                self.set_reg(Register::IntfA, 0);
+                self.reg(Register::IntcapA)
             }
             Register::GpioB => {
                 self.pins(true) ^ (self.reg(Register::IpolB) & self.reg(Register::IodirB))
@@ -278,10 +318,15 @@ fn step(address: u8, increment: bool) -> u8 {
     }
 }
 
+/// What the INTA pin is connected to: told `true` when it asserts, `false` when it is
+/// released.
+type InterruptWire = Box<dyn FnMut(bool) + Send>;
+
 /// A handle on the simulated plate; clones share it.
 #[derive(Clone, Default)]
 pub struct PlateModel {
     state: Arc<Mutex<PlateState>>,
+    int_a: Arc<Mutex<Option<InterruptWire>>>,
 }
 
 impl PlateModel {
@@ -302,12 +347,42 @@ impl PlateModel {
     }
 
     pub fn set_button(&self, button: Button, down: bool) {
-        let mut state = self.lock();
-        if down {
-            state.buttons |= button.bit();
-        } else {
-            state.buttons &= !button.bit();
+        self.update(|state| {
+            let port_a = state.pins(false);
+            if down {
+                state.buttons |= button.bit();
+            } else {
+                state.buttons &= !button.bit();
+            }
+            state.port_a_moved(port_a);
+        });
+    }
+
+    /// Wires the expander's INTA output (the plate leaves it unconnected; a user may
+    /// solder it to a GPIO): `wire` is told each time it asserts or releases.
+    pub fn connect_interrupt_a(&self, wire: impl FnMut(bool) + Send + 'static) {
+        *self.int_a.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(wire));
+    }
+
+    /// Runs `f` on the state, then tells the INTA wire if the output changed (outside
+    /// the state's lock, so that the wire may do anything).
+    fn update<R>(&self, f: impl FnOnce(&mut PlateState) -> R) -> R {
+        let (result, before, after) = {
+            let mut state = self.lock();
+            let before = state.interrupt_a();
+            let result = f(&mut state);
+            (result, before, state.interrupt_a())
+        };
+        if before != after
+            && let Some(wire) = self
+                .int_a
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_mut()
+        {
+            wire(after);
         }
+        result
     }
 
     /// The plate drawn for a terminal: a frame around the two rows, and the backlight.
@@ -328,29 +403,35 @@ impl PlateModel {
 
 impl I2cDeviceModel for PlateModel {
     fn write(&mut self, bytes: &[u8]) {
-        let mut state = self.lock();
-        state.transactions += 1;
-        for &byte in bytes {
-            if state.expect_pointer {
-                state.pointer = byte;
-                state.expect_pointer = false;
-                continue;
+        self.update(|state| {
+            state.transactions += 1;
+            for &byte in bytes {
+                if state.expect_pointer {
+                    state.pointer = byte;
+                    state.expect_pointer = false;
+                    continue;
+                }
+                let bank1 = state.bank1();
+                if let Some(register) = Register::at(state.pointer, bank1) {
+                    state.write_register(register, byte);
+                }
+                state.advance();
             }
-            let bank1 = state.bank1();
-            if let Some(register) = Register::at(state.pointer, bank1) {
-                state.write_register(register, byte);
-            }
-            state.advance();
-        }
+        });
     }
 
     fn read(&mut self, buffer: &mut [u8]) {
-        let mut state = self.lock();
-        for byte in buffer {
-            let bank1 = state.bank1();
-            *byte = Register::at(state.pointer, bank1).map_or(0, |r| state.read_register(r));
-            state.advance();
-        }
+        self.update(|state| {
+            state.reads += 1;
+            for byte in buffer {
+                let bank1 = state.bank1();
+                *byte = match Register::at(state.pointer, bank1) {
+                    Some(register) => state.read_register(register),
+                    None => 0,
+                };
+                state.advance();
+            }
+        });
     }
 
     fn stop(&mut self) {

@@ -2,7 +2,7 @@
 
 use embedded_hal::i2c::I2c;
 use hd44780_mcp23017::sim::PlateModel;
-use hd44780_mcp23017::{Button, Color, Plate, StdDelay};
+use hd44780_mcp23017::{Button, ButtonSet, Color, Plate, StdDelay};
 use pvbus_hardware::i2c::{I2cBus, SimI2cBus};
 
 fn plate() -> (Plate<I2cBus, StdDelay>, PlateModel, SimI2cBus) {
@@ -118,4 +118,73 @@ fn the_model_decodes_bank_0_register_writes_too() {
         nibble(true, byte & 0xF);
     }
     assert_eq!(model.screen()[0].trim_end(), "Hi");
+}
+
+#[test]
+fn a_tap_between_two_polls_is_seen_through_the_expander_latch() {
+    let (mut plate, model, _bus) = plate();
+    assert_eq!(
+        plate.button_changes().unwrap(),
+        None,
+        "nothing happened yet"
+    );
+    // Down and up again before the next poll: GPIOA alone would show nothing.
+    model.set_button(Button::Right, true);
+    model.set_button(Button::Right, false);
+    assert!(model.state().interrupt_a(), "INTA asserted");
+    let changes = plate
+        .button_changes()
+        .unwrap()
+        .expect("a change was latched");
+    assert_eq!(changes.presses(ButtonSet::default()), [Button::Right]);
+    assert_eq!(changes.now, ButtonSet::default());
+    assert!(!model.state().interrupt_a(), "the read released INTA");
+    assert_eq!(plate.button_changes().unwrap(), None, "seen once");
+}
+
+#[test]
+fn a_held_button_is_one_press_and_its_release_none() {
+    let (mut plate, model, _bus) = plate();
+    model.set_button(Button::Select, true);
+    let changes = plate.button_changes().unwrap().expect("pressed");
+    assert_eq!(changes.presses(ButtonSet::default()), [Button::Select]);
+    let held = changes.now;
+    assert!(held.contains(Button::Select));
+    assert_eq!(
+        plate.button_changes().unwrap(),
+        None,
+        "still held: no change"
+    );
+    model.set_button(Button::Select, false);
+    let changes = plate.button_changes().unwrap().expect("released");
+    assert!(changes.presses(held).is_empty());
+}
+
+#[test]
+fn after_the_first_change_the_present_state_still_shows_later_presses() {
+    let (mut plate, model, _bus) = plate();
+    // Up tapped, then Down pressed and held, all before one poll: the chip latched
+    // only the first change (Up); Down is seen in GPIOA.
+    model.set_button(Button::Up, true);
+    model.set_button(Button::Up, false);
+    model.set_button(Button::Down, true);
+    let changes = plate.button_changes().unwrap().expect("changes");
+    assert_eq!(
+        changes.presses(ButtonSet::default()),
+        [Button::Up, Button::Down]
+    );
+}
+
+#[test]
+fn the_inta_wire_asserts_at_a_press_and_releases_when_read() {
+    let (mut plate, model, _bus) = plate();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let wire = seen.clone();
+    model.connect_interrupt_a(move |active| wire.lock().unwrap().push(active));
+    model.set_button(Button::Left, true);
+    model.set_button(Button::Left, false); // latched already: INTA stays asserted
+    assert_eq!(*seen.lock().unwrap(), [true]);
+    let changes = plate.button_changes().unwrap().expect("latched");
+    assert_eq!(changes.presses(ButtonSet::default()), [Button::Left]);
+    assert_eq!(*seen.lock().unwrap(), [true, false]);
 }

@@ -9,7 +9,10 @@
 //! brightness = 2          # 0..7
 //! relays = []             # relay n = button/LED/digit n; default: the [[relays.relay]] order
 //! apply_after = "2s"      # a mode chosen with the buttons is sent this long after the last press
-//! scan_every = "100ms"    # key scan period (the chip has no interrupt line)
+//! scan_every = "100ms"    # key scan period while the panel is in use (no interrupt line)
+//! idle_scan_every = "150ms" # ...and when no key was pressed for active_for: a press
+//!                         # shorter than this can fall between two scans
+//! active_for = "30s"      # "in use": a key pressed this recently
 //! mode_digits = "0123"    # what a digit shows for forced_off, auto_off, auto_on, forced_on
 //! [tm1638.gpio]
 //! backend = "auto"        # auto | rppal | gpiochip | sim
@@ -23,7 +26,11 @@
 //! red_at_or_below = 85    # red at or below; yellow in between
 //! night = "22:00-07:00"  # backlight off between these hours (local time); "" = never
 //! wake_for = "30s"        # a button lights it this long at night
-//! poll_every = "100ms"    # button poll period (the plate does not wire the INT line)
+//! poll_every = "100ms"    # button poll period while in use (the plate does not wire INT)
+//! idle_poll_every = "250ms" # ...and when idle; no press is lost at any period (the
+//!                         # expander latches the first change), this is only the delay
+//! active_for = "30s"      # "in use": a button pressed this recently
+//! # int_pin = 25          # BCM pin wired to the expander's INTA: wait for it, no polling
 //! pages = [["BA:{bmv.state_of_charge:0}%  P:{site.battery_power:0}W", "..."], ...]
 //! ```
 
@@ -31,7 +38,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use pvbus_bus::ConfigError;
-use pvbus_bus::config::Settings;
+use pvbus_bus::config::{Section, Settings};
 use pvbus_bus::contract::{parse_duration, validate_id};
 use pvbus_hardware::{BackendKind, GpioConfig};
 use serde::{Deserialize, Deserializer};
@@ -89,6 +96,11 @@ pub struct Tm1638Config {
     pub apply_after: Duration,
     #[serde(deserialize_with = "duration")]
     pub scan_every: Duration,
+    /// The scan period when no key was pressed for `active_for`.
+    #[serde(deserialize_with = "duration")]
+    pub idle_scan_every: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub active_for: Duration,
     pub mode_digits: String,
     /// What the digits show until the bus is reached.
     pub boot_text: String,
@@ -108,6 +120,10 @@ impl Default for Tm1638Config {
             relays: Vec::new(),
             apply_after: Duration::from_secs(2),
             scan_every: Duration::from_millis(100),
+            // A deliberate press lasts 100-200 ms; 150 ms catches every press from the
+            // middle of that range up, at 6.7 scans a second instead of 10.
+            idle_scan_every: Duration::from_millis(150),
+            active_for: Duration::from_secs(30),
             mode_digits: "0123".into(),
             boot_text: "boot".into(),
             offline_text: "no bus".into(),
@@ -128,9 +144,12 @@ impl Tm1638Config {
     pub fn leds(&self) -> usize {
         self.stb.len() * self.board.kind().leds()
     }
+}
 
-    /// Checks what serde cannot; errors name the key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+impl Section for Tm1638Config {
+    const NAME: &'static str = "tm1638";
+
+    fn validate(&self) -> Result<(), ConfigError> {
         if self.stb.is_empty() {
             return Err(ConfigError::invalid(
                 "tm1638.stb",
@@ -156,12 +175,10 @@ impl Tm1638Config {
         if self.brightness > 7 {
             return Err(ConfigError::invalid("tm1638.brightness", "must be 0..7"));
         }
-        if self.scan_every < Duration::from_millis(20) || self.scan_every > Duration::from_secs(1) {
-            return Err(ConfigError::invalid(
-                "tm1638.scan_every",
-                "must be between 20ms and 1s",
-            ));
-        }
+        check_periods(
+            ("tm1638.scan_every", self.scan_every),
+            ("tm1638.idle_scan_every", self.idle_scan_every),
+        )?;
         let glyphs: Vec<char> = self.mode_digits.chars().collect();
         if glyphs.len() != 4 {
             return Err(ConfigError::invalid(
@@ -234,6 +251,14 @@ pub struct LcdConfig {
     pub wake_for: Duration,
     #[serde(deserialize_with = "duration")]
     pub poll_every: Duration,
+    /// The poll period when no button was pressed for `active_for`.
+    #[serde(deserialize_with = "duration")]
+    pub idle_poll_every: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub active_for: Duration,
+    /// The BCM pin a user wired to the MCP23017's INTA (the plate leaves it
+    /// unconnected): buttons are then read when it falls, never polled.
+    pub int_pin: Option<u8>,
     /// Relays of the relay page, in order; default: the [[relays.relay]] order.
     pub relays: Vec<String>,
 }
@@ -265,6 +290,11 @@ impl Default for LcdConfig {
             night: "22:00-07:00".into(),
             wake_for: Duration::from_secs(30),
             poll_every: Duration::from_millis(100),
+            // The expander latches the first change, so a slow poll loses no press;
+            // a quarter second is the most a first press waits.
+            idle_poll_every: Duration::from_millis(250),
+            active_for: Duration::from_secs(30),
+            int_pin: None,
             relays: Vec::new(),
         }
     }
@@ -303,8 +333,12 @@ impl LcdConfig {
         let (from, until) = self.night.split_once('-')?;
         Some((parse_hhmm(from)?, parse_hhmm(until)?))
     }
+}
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
+impl Section for LcdConfig {
+    const NAME: &'static str = "lcd";
+
+    fn validate(&self) -> Result<(), ConfigError> {
         if self.pages.is_empty() {
             return Err(ConfigError::invalid("lcd.pages", "needs at least one page"));
         }
@@ -337,10 +371,16 @@ impl LcdConfig {
                 "expected \"22:00-07:00\" (from-until, local time), or \"\" for never",
             ));
         }
-        if self.poll_every < Duration::from_millis(20) || self.poll_every > Duration::from_secs(1) {
+        check_periods(
+            ("lcd.poll_every", self.poll_every),
+            ("lcd.idle_poll_every", self.idle_poll_every),
+        )?;
+        if let Some(pin) = self.int_pin
+            && pin > 53
+        {
             return Err(ConfigError::invalid(
-                "lcd.poll_every",
-                "must be between 20ms and 1s",
+                "lcd.int_pin",
+                format!("GPIO {pin} does not exist (0..53)"),
             ));
         }
         for (i, id) in self.relays.iter().enumerate() {
@@ -357,18 +397,23 @@ impl LcdConfig {
     }
 }
 
-/// `[tm1638]`, read and validated (for `pvbus config check` too).
-pub fn load_tm1638(settings: &Settings) -> Result<Tm1638Config, ConfigError> {
-    let config: Tm1638Config = settings.section("tm1638")?;
-    config.validate()?;
-    Ok(config)
-}
-
-/// `[lcd]`, read and validated (for `pvbus config check` too).
-pub fn load_lcd(settings: &Settings) -> Result<LcdConfig, ConfigError> {
-    let config: LcdConfig = settings.section("lcd")?;
-    config.validate()?;
-    Ok(config)
+/// A fast (in use) and an idle scan period: each 20ms..1s, the idle one no faster.
+fn check_periods(
+    (fast_key, fast): (&str, Duration),
+    (idle_key, idle): (&str, Duration),
+) -> Result<(), ConfigError> {
+    for (key, period) in [(fast_key, fast), (idle_key, idle)] {
+        if period < Duration::from_millis(20) || period > Duration::from_secs(1) {
+            return Err(ConfigError::invalid(key, "must be between 20ms and 1s"));
+        }
+    }
+    if idle < fast {
+        return Err(ConfigError::invalid(
+            idle_key,
+            format!("must not be shorter than {fast_key}"),
+        ));
+    }
+    Ok(())
 }
 
 /// The relay ids of `[[relays.relay]]`, in order: the panel's default relay order, as
@@ -399,11 +444,11 @@ mod tests {
     use super::*;
 
     fn tm(text: &str) -> Result<Tm1638Config, ConfigError> {
-        load_tm1638(&Settings::from_toml(text).unwrap())
+        Settings::from_toml(text).unwrap().load_section()
     }
 
     fn lcd(text: &str) -> Result<LcdConfig, ConfigError> {
-        load_lcd(&Settings::from_toml(text).unwrap())
+        Settings::from_toml(text).unwrap().load_section()
     }
 
     #[test]
@@ -411,6 +456,8 @@ mod tests {
         let config = tm("[tm1638]\n").unwrap();
         assert_eq!(config.apply_after, Duration::from_secs(2));
         assert_eq!(config.scan_every, Duration::from_millis(100));
+        assert_eq!(config.idle_scan_every, Duration::from_millis(150));
+        assert_eq!(config.active_for, Duration::from_secs(30));
         let config = lcd("[lcd]\n").unwrap();
         assert_eq!(config.pages.len(), 3);
         assert_eq!(config.night_minutes(), Some((22 * 60, 7 * 60)));
@@ -432,6 +479,14 @@ mod tests {
                 "tm1638.scan_every",
             ),
             (
+                tm("[tm1638]\nidle_scan_every = \"50ms\"\n").err(),
+                "tm1638.idle_scan_every",
+            ),
+            (
+                lcd("[lcd]\nidle_poll_every = \"2s\"\n").err(),
+                "lcd.idle_poll_every",
+            ),
+            (
                 tm("[tm1638]\napply_after = \"soon\"\n").err(),
                 "tm1638.apply_after",
             ),
@@ -450,6 +505,7 @@ mod tests {
                 "lcd.red_at_or_below",
             ),
             (lcd("[lcd]\nsoc = \"soc\"\n").err(), "lcd.soc"),
+            (lcd("[lcd]\nint_pin = 60\n").err(), "lcd.int_pin"),
             (lcd("[lcd]\nbackend = \"sim\"\n").err(), "lcd.sim_dir"),
         ];
         for (error, key) in cases {

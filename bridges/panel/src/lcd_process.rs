@@ -2,9 +2,13 @@
 //! the screen, a backlight coloured by the state of charge and dark at night. Also on
 //! MQTT: each line, the backlight, the page, and every button press.
 //!
-//! One task: bus events, the button poll (the plate does not wire the expander's INT
-//! line to the Pi, so we read GPIOA at the slowest rate that still feels instant), the
-//! end of a wake-up, and the next dusk or dawn of the night hours. Lines are written
+//! One task: bus events, the button poll, the end of a wake-up, and the next dusk or
+//! dawn of the night hours. The plate does not wire the expander's INT line to the Pi,
+//! so we poll its latched change flags (no press is lost, however short): every
+//! `poll_every` while in use, every `idle_poll_every` when no button was pressed for
+//! `active_for`, on a kernel timer: one wake-up per poll (`crate::scan`). When a user
+//! wired INTA to a GPIO (`int_pin`), there is no poll at all: a thread sleeps on the
+//! pin's falling edge and wakes the task, which reads the latch. Lines are written
 //! only when their text changed.
 
 use std::collections::VecDeque;
@@ -13,14 +17,18 @@ use std::time::Duration;
 
 use anyhow::Context;
 use hd44780_mcp23017::sim::PlateModel;
-use hd44780_mcp23017::{Button, ButtonSet, Color, Plate, StdDelay};
+use hd44780_mcp23017::{Button, ButtonChanges, ButtonSet, Color, Plate, StdDelay};
 use pvbus_bus::contract::now_ts;
 use pvbus_bus::{Bus, BusConfig, Event, Message, Shutdown, Topics};
 use pvbus_hardware::i2c::{I2cBus, SimI2cBus};
-use tokio::time::{Instant, MissedTickBehavior};
+use pvbus_hardware::sim::SimBoard;
+use pvbus_hardware::{BackendKind, Edge, EdgeLine, GpioConfig, Level, Pull};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::config::{LcdBackend, LcdConfig};
+use crate::scan::{Pace, ScanTicker};
 use crate::template::Template;
 use crate::values::Values;
 
@@ -32,6 +40,8 @@ const COLUMNS: usize = hd44780_mcp23017::plate::COLUMNS;
 /// The plate, and its model when the backend is `sim`.
 pub struct Hardware {
     plate: Plate<I2cBus, StdDelay>,
+    /// The GPIO wired to the expander's INTA, when there is one.
+    int: Option<EdgeLine>,
     sim: Option<SimPlate>,
     lines: [Option<String>; 2],
     color: Option<Color>,
@@ -81,12 +91,17 @@ impl Hardware {
             LcdBackend::Auto if is_raspberry_pi() => I2cBus::rppal(config.i2c_bus)?,
             LcdBackend::Auto => I2cBus::linux(config.i2c_bus)?,
         };
+        let int = match config.int_pin {
+            None => None,
+            Some(pin) => Some(open_int_line(config, pin, sim.as_ref())?),
+        };
         let plate = Plate::new(bus, config.address, StdDelay).map_err(|e| {
             anyhow::anyhow!("LCD plate at I2C address 0x{:02x}: {e}", config.address)
         })?;
-        info!(backend = ?config.backend, address = config.address, "LCD plate ready");
+        info!(backend = ?config.backend, address = config.address, int_pin = ?config.int_pin, "LCD plate ready");
         Ok(Hardware {
             plate,
+            int,
             sim,
             lines: [None, None],
             color: None,
@@ -113,14 +128,16 @@ impl Hardware {
         self.draw_sim();
     }
 
-    fn buttons(&mut self) -> Option<ButtonSet> {
-        match self.plate.buttons() {
-            Ok(set) => {
+    /// What changed on the buttons since the last poll; `None` when nothing did or the
+    /// plate did not answer.
+    fn button_changes(&mut self) -> Option<ButtonChanges> {
+        match self.plate.button_changes() {
+            Ok(changes) => {
                 if self.failing {
                     info!("the LCD plate answers again");
                     self.failing = false;
                 }
-                Some(set)
+                changes
             }
             Err(e) => {
                 if !self.failing {
@@ -173,6 +190,118 @@ impl Hardware {
 
     fn sim_next_step(&self) -> Option<Instant> {
         self.sim.as_ref().and_then(|s| s.next_step)
+    }
+}
+
+/// Opens the GPIO wired to INTA (active low, push-pull: a pull-up keeps it defined
+/// while the expander is unpowered). With the sim backend, the plate model's INTA
+/// drives that pin of a simulated board kept in `sim_dir`.
+fn open_int_line(config: &LcdConfig, pin: u8, sim: Option<&SimPlate>) -> anyhow::Result<EdgeLine> {
+    let gpio: Box<dyn pvbus_hardware::Gpio> = match sim {
+        Some(sim) => {
+            let dir = config
+                .sim_dir
+                .clone()
+                .context("lcd.sim_dir is needed for the sim backend")?;
+            let board = SimBoard::open(&dir)
+                .with_context(|| format!("opening the simulated board in {}", dir.display()))?;
+            let wire = board.clone();
+            sim.model.connect_interrupt_a(move |active| {
+                let level = if active { Level::Low } else { Level::High };
+                if let Err(e) = wire.drive_from_device(pin, Some(level)) {
+                    warn!(error = %e, "the simulated INTA wire");
+                }
+            });
+            Box::new(board)
+        }
+        None => {
+            let backend = match config.backend {
+                LcdBackend::Rppal => BackendKind::Rppal,
+                LcdBackend::I2cdev => BackendKind::Gpiochip,
+                LcdBackend::Auto | LcdBackend::Sim => BackendKind::Auto,
+            };
+            pvbus_hardware::open_gpio(&GpioConfig {
+                backend,
+                ..GpioConfig::default()
+            })
+            .context("opening the GPIO for lcd.int_pin")?
+        }
+    };
+    gpio.edge_input(pin, Pull::Up, Edge::Falling)
+        .with_context(|| format!("lcd.int_pin: GPIO {pin}"))
+}
+
+/// What wakes the task to read the buttons: the poll timer, or the INTA line.
+enum ButtonWake {
+    Poll(ScanTicker),
+    /// Each message is a falling edge (or the waiting thread's error).
+    Interrupt(mpsc::Receiver<Result<(), String>>),
+}
+
+impl ButtonWake {
+    /// With an INTA line, a thread that sleeps on its falling edges; else the timer.
+    fn start(int: Option<EdgeLine>, period: Duration) -> anyhow::Result<ButtonWake> {
+        let Some(mut line) = int else {
+            let ticker = ScanTicker::new(period).context("starting the button poll timer")?;
+            return Ok(ButtonWake::Poll(ticker));
+        };
+        let (tx, rx) = mpsc::channel(1);
+        // A change may have latched INTA low before the line was watched: its edge was
+        // never seen, and INTA stays low until read. Read once at start.
+        let _ = tx.try_send(Ok(()));
+        std::thread::Builder::new()
+            .name("lcd-int".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                loop {
+                    match line.wait(None) {
+                        // Full: a read is already due, it will see this change too.
+                        Ok(_) => {
+                            if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(Ok(())) {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(e.to_string()));
+                            return;
+                        }
+                    }
+                }
+            })
+            .context("starting the INTA thread")?;
+        Ok(ButtonWake::Interrupt(rx))
+    }
+
+    /// Waits for the next reason to read the buttons. Cancel-safe.
+    async fn wait(&mut self) -> anyhow::Result<()> {
+        match self {
+            ButtonWake::Poll(ticker) => ticker
+                .tick()
+                .await
+                .context("waiting for the button poll timer"),
+            ButtonWake::Interrupt(edges) => match edges.recv().await {
+                Some(Ok(())) => Ok(()),
+                Some(Err(e)) => Err(anyhow::anyhow!("waiting for lcd.int_pin: {e}")),
+                None => Err(anyhow::anyhow!("the INTA thread stopped")),
+            },
+        }
+    }
+
+    /// The hold time of a simulated press: a few polls, or 300 ms.
+    fn period(&self) -> Duration {
+        match self {
+            ButtonWake::Poll(ticker) => ticker.period(),
+            ButtonWake::Interrupt(_) => Duration::from_millis(100),
+        }
+    }
+
+    fn set_period(&mut self, period: Duration) -> anyhow::Result<()> {
+        if let ButtonWake::Poll(ticker) = self {
+            ticker
+                .set_period(period)
+                .context("setting the button poll timer")?;
+        }
+        Ok(())
     }
 }
 
@@ -360,6 +489,26 @@ impl Screen {
     }
 }
 
+/// One poll at `now`: the buttons that went down since the poll that left `held`
+/// (updated), with the pace told of them. Nothing when nothing changed or the plate did
+/// not answer (logged).
+fn poll_buttons(
+    hardware: &mut Hardware,
+    held: &mut ButtonSet,
+    pace: &mut Pace,
+    now: std::time::Instant,
+) -> Vec<Button> {
+    let Some(changes) = hardware.button_changes() else {
+        return Vec::new();
+    };
+    let presses = changes.presses(*held);
+    if !presses.is_empty() {
+        pace.pressed(now);
+    }
+    *held = changes.now;
+    presses
+}
+
 /// Runs the LCD until `shutdown` fires.
 pub async fn run(
     config: LcdConfig,
@@ -380,7 +529,8 @@ pub async fn run(
     if hardware.sim.is_some() {
         bus.subscribe(sim_topic.clone());
     }
-    let poll_every = config.poll_every;
+    let mut pace = Pace::new(config.poll_every, config.idle_poll_every, config.active_for);
+    let mut poll = ButtonWake::start(hardware.int.take(), pace.period(std::time::Instant::now()))?;
     let night_hours = config.night_minutes();
     let mut screen = Screen {
         pages: config.templates()?,
@@ -404,8 +554,6 @@ pub async fn run(
     }
     hardware.show(&screen.lines(), screen.color());
 
-    let mut poll = tokio::time::interval(poll_every);
-    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         let woken_until = screen.woken_until;
         let sim_step = hardware.sim_next_step();
@@ -420,7 +568,7 @@ pub async fn run(
                         warn!(topic = %message.topic, "ignoring a retained press");
                     } else if message.topic == sim_topic {
                         match message.text().ok().and_then(|t| Button::from_name(t.trim())) {
-                            Some(button) => hardware.sim_press(button, poll_every),
+                            Some(button) => hardware.sim_press(button, poll.period()),
                             None => bus.report_error(&message.topic, "expected select, right, down, up or left"),
                         }
                     } else if topics.parse_panel_command(PROCESS, &message.topic).is_some() {
@@ -430,13 +578,13 @@ pub async fn run(
                     }
                 }
             },
-            _ = poll.tick() => {
-                if let Some(held) = hardware.buttons() {
-                    for button in held.newly_pressed(screen.held) {
-                        screen.press(&bus, button);
-                    }
-                    screen.held = held;
+            woken = poll.wait() => {
+                woken?;
+                let now = std::time::Instant::now();
+                for button in poll_buttons(&mut hardware, &mut screen.held, &mut pace, now) {
+                    screen.press(&bus, button);
                 }
+                poll.set_period(pace.period(now))?;
             }
             _ = tokio::time::sleep_until(woken_until.unwrap_or_else(Instant::now)), if woken_until.is_some() => {
                 screen.woken_until = None;
@@ -449,7 +597,7 @@ pub async fn run(
                     info!(night = screen.night, "night hours");
                 }
             }
-            _ = tokio::time::sleep_until(sim_step.unwrap_or_else(Instant::now)), if sim_step.is_some() => hardware.sim_step(poll_every),
+            _ = tokio::time::sleep_until(sim_step.unwrap_or_else(Instant::now)), if sim_step.is_some() => hardware.sim_step(poll.period()),
         }
         let lines = screen.lines();
         let color = screen.color();
@@ -467,6 +615,111 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// The real driver and the wire-level plate model, polled at the times the pace
+    /// chooses, in simulated time, while a finger taps RIGHT at `tap_at` for `tap_for`.
+    /// Returns the poll times and the times the tap was seen.
+    fn tap(tap_at: Duration, tap_for: Duration, until: Duration) -> (Vec<Duration>, Vec<Duration>) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LcdConfig {
+            backend: LcdBackend::Sim,
+            sim_dir: Some(dir.path().to_path_buf()),
+            ..LcdConfig::default()
+        };
+        let mut hardware = Hardware::open(&config).unwrap();
+        let model = hardware.sim.as_ref().unwrap().model.clone();
+        let mut pace = Pace::new(config.poll_every, config.idle_poll_every, config.active_for);
+        let mut held = ButtonSet::default();
+        let t0 = std::time::Instant::now();
+        let (mut polls, mut seen) = (Vec::new(), Vec::new());
+        let mut t = pace.period(t0);
+        let mut edges = [(tap_at, true), (tap_at + tap_for, false)]
+            .into_iter()
+            .peekable();
+        while t < until {
+            // The finger moves between two polls, maybe down and up again.
+            while let Some((_, down)) = edges.next_if(|(at, _)| *at <= t) {
+                model.set_button(Button::Right, down);
+            }
+            if poll_buttons(&mut hardware, &mut held, &mut pace, t0 + t) == [Button::Right] {
+                seen.push(t);
+            }
+            polls.push(t);
+            t += pace.period(t0 + t);
+        }
+        (polls, seen)
+    }
+
+    #[tokio::test]
+    async fn with_inta_wired_a_tap_wakes_the_task_and_nothing_polls_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LcdConfig {
+            backend: LcdBackend::Sim,
+            sim_dir: Some(dir.path().to_path_buf()),
+            int_pin: Some(25),
+            ..LcdConfig::default()
+        };
+        let mut hardware = Hardware::open(&config).unwrap();
+        let model = hardware.sim.as_ref().unwrap().model.clone();
+        let mut pace = Pace::new(config.poll_every, config.idle_poll_every, config.active_for);
+        let mut held = ButtonSet::default();
+        let mut wake = ButtonWake::start(hardware.int.take(), config.idle_poll_every).unwrap();
+        let now = std::time::Instant::now;
+        // The read at start, in case INTA fell before it was watched.
+        wake.wait().await.unwrap();
+        assert!(poll_buttons(&mut hardware, &mut held, &mut pace, now()).is_empty());
+        // Idle: nothing wakes the task, nothing reads the plate (a poll at the idle
+        // rate would have read it twice in this time).
+        let reads = model.state().reads;
+        let idle = tokio::time::timeout(ms(600), wake.wait()).await;
+        assert!(idle.is_err(), "woken with nothing pressed");
+        assert_eq!(model.state().reads, reads);
+        // A tap: INTA falls on the wire, the thread wakes the task, the latch tells.
+        model.set_button(Button::Right, true);
+        model.set_button(Button::Right, false);
+        tokio::time::timeout(Duration::from_secs(5), wake.wait())
+            .await
+            .expect("woken by INTA")
+            .unwrap();
+        assert_eq!(
+            poll_buttons(&mut hardware, &mut held, &mut pace, now()),
+            [Button::Right]
+        );
+        let log = std::fs::read_to_string(dir.path().join("pins.log")).unwrap();
+        assert_eq!(
+            log.lines()
+                .filter(|l| l.contains("\"pin\":25") && l.contains("\"by\":\"device\""))
+                .count(),
+            2,
+            "INTA fell and rose once on the wire:\n{log}"
+        );
+    }
+
+    #[test]
+    fn at_the_idle_rate_even_a_30_ms_tap_is_seen_whatever_its_phase() {
+        for phase in (0..250).step_by(5) {
+            let (polls, seen) = tap(ms(1000 + phase), ms(30), ms(2000));
+            assert!(
+                polls
+                    .windows(2)
+                    .take_while(|w| w[1] < ms(1000))
+                    .all(|w| w[1] - w[0] == ms(250)),
+                "idle polls every 250 ms: {polls:?}"
+            );
+            assert_eq!(seen.len(), 1, "phase {phase} ms: {seen:?}");
+            // Then polls come every 100 ms: someone is using the panel.
+            assert!(
+                polls
+                    .windows(2)
+                    .filter(|w| w[0] >= seen[0])
+                    .all(|w| w[1] - w[0] == ms(100))
+            );
+        }
+    }
 
     #[test]
     fn nights_may_span_midnight() {

@@ -6,6 +6,8 @@
 //! - [`config`]: the `[tm1638]` and `[lcd]` sections, and the relay order both use.
 //! - [`values`]: what the panel knows of the bus (readings, site totals, relays).
 //! - [`template`]: LCD lines as templates over those values.
+//! - [`scan`]: when buttons are read: fast while in use, slower when idle, one wake-up
+//!   per scan.
 //! - [`tm1638_process`]: the `pvbus tm1638` process.
 //! - [`lcd_process`]: the `pvbus lcd` process.
 //! - [`Tm1638Cli`], [`LcdCli`] and their `main`s: the subcommands.
@@ -16,6 +18,7 @@
 
 pub mod config;
 pub mod lcd_process;
+pub mod scan;
 pub mod template;
 pub mod tm1638_process;
 pub mod values;
@@ -25,7 +28,7 @@ use std::path::PathBuf;
 use pvbus_bus::Shutdown;
 use pvbus_bus::config::Settings;
 
-pub use config::{LcdConfig, Tm1638Config, load_lcd, load_tm1638};
+pub use config::{LcdConfig, Tm1638Config};
 
 /// Shows relay states and modes on a TM1638 board, and sets modes with its buttons.
 #[derive(Debug, clap::Args)]
@@ -47,8 +50,7 @@ pub struct LcdCli {
 pub async fn tm1638_main(cli: Tm1638Cli) -> anyhow::Result<()> {
     pvbus_bus::logging::init(tm1638_process::PROCESS);
     let settings = Settings::load(cli.config.as_deref())?;
-    let config = config::load_tm1638(&settings)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", settings.origin()))?;
+    let config: Tm1638Config = settings.load_section()?;
     let relays = if config.relays.is_empty() {
         config::relay_order(&settings)
     } else {
@@ -64,8 +66,7 @@ pub async fn tm1638_main(cli: Tm1638Cli) -> anyhow::Result<()> {
 pub async fn lcd_main(cli: LcdCli) -> anyhow::Result<()> {
     pvbus_bus::logging::init(lcd_process::PROCESS);
     let settings = Settings::load(cli.config.as_deref())?;
-    let config =
-        config::load_lcd(&settings).map_err(|e| anyhow::anyhow!("{}: {e}", settings.origin()))?;
+    let config: LcdConfig = settings.load_section()?;
     let relays = if config.relays.is_empty() {
         config::relay_order(&settings)
     } else {

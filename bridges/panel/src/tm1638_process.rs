@@ -3,9 +3,13 @@
 //! last press so that several presses choose. Everything is also on MQTT: the text on the
 //! digits, each LED, the brightness, and every button press.
 //!
-//! One task: bus events, the key-scan tick (the chip has no interrupt, so we scan at the
-//! slowest rate that still feels instant), and the timer of a pending choice. The
-//! display is only written when what it should show changed.
+//! One task: bus events, the key-scan tick, and the timer of a pending choice. The chip
+//! has no interrupt line and answers a scan with the keys held at that instant, so we
+//! scan: every `scan_every` while the panel is in use, every `idle_scan_every` when no
+//! key was pressed for `active_for` (a press shorter than the idle period can fall
+//! between two scans). The scan is done inline (about 85 µs of bit-banging on a Pi),
+//! on a kernel timer: one wake-up per scan (`crate::scan`). The display is only
+//! written when what it should show changed.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -18,10 +22,11 @@ use pvbus_hardware::sim::SimBoard;
 use pvbus_hardware::{BackendKind, BidirectionalLine, Gpio, InitialLevel, Level, OutputLine, Pull};
 use tm1638::sim::{ChipPins, Tm1638Model};
 use tm1638::{BoardKind, Brightness, SpinDelay, Tm1638, font};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::config::Tm1638Config;
+use crate::scan::{Pace, ScanTicker};
 use crate::values::Values;
 
 pub const PROCESS: &str = "tm1638";
@@ -501,6 +506,27 @@ impl Panel {
     }
 }
 
+/// One key scan at `now`: the buttons that went down since the scan that left `held`
+/// (updated), with the pace told of them. Nothing when the scan failed (logged).
+fn scan_keys(
+    hardware: &mut Hardware,
+    held: &mut Vec<bool>,
+    pace: &mut Pace,
+    now: std::time::Instant,
+) -> Vec<usize> {
+    let Some(now_held) = hardware.scan() else {
+        return Vec::new();
+    };
+    let presses: Vec<usize> = (0..now_held.len())
+        .filter(|&n| now_held[n] && !held.get(n).copied().unwrap_or(false))
+        .collect();
+    if !presses.is_empty() {
+        pace.pressed(now);
+    }
+    *held = now_held;
+    presses
+}
+
 /// Runs the panel until `shutdown` fires.
 pub async fn run(
     config: Tm1638Config,
@@ -521,13 +547,13 @@ pub async fn run(
     if hardware.sim.is_some() {
         bus.subscribe(sim_topic.clone());
     }
-    let scan_every = config.scan_every;
+    let mut pace = Pace::new(config.scan_every, config.idle_scan_every, config.active_for);
+    let mut scan = ScanTicker::new(pace.period(std::time::Instant::now()))
+        .context("starting the key-scan timer")?;
     let mut panel = Panel::new(config, relays);
     let mut frame = panel.frame();
     hardware.show(&frame);
 
-    let mut scan = tokio::time::interval(scan_every);
-    scan.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         let apply_at = panel.apply_at;
         let sim_step = hardware.sim_next_step();
@@ -548,7 +574,7 @@ pub async fn run(
                         warn!(topic = %message.topic, "ignoring a retained press");
                     } else if message.topic == sim_topic {
                         match message.text().ok().and_then(|t| t.trim().parse::<usize>().ok()) {
-                            Some(n) if (1..=panel.held.len()).contains(&n) => hardware.sim_press(n - 1, scan_every),
+                            Some(n) if (1..=panel.held.len()).contains(&n) => hardware.sim_press(n - 1, scan.period()),
                             _ => bus.report_error(&message.topic, format!("expected a button number 1..{}", panel.held.len())),
                         }
                     } else if topics.parse_panel_command(PROCESS, &message.topic).is_some() {
@@ -558,18 +584,16 @@ pub async fn run(
                     }
                 }
             },
-            _ = scan.tick() => {
-                if let Some(held) = hardware.scan() {
-                    for (n, down) in held.iter().enumerate() {
-                        if *down && !panel.held[n] {
-                            panel.press(&bus, n);
-                        }
-                    }
-                    panel.held = held;
+            ticked = scan.tick() => {
+                ticked.context("waiting for the key-scan timer")?;
+                let now = std::time::Instant::now();
+                for n in scan_keys(&mut hardware, &mut panel.held, &mut pace, now) {
+                    panel.press(&bus, n);
                 }
+                scan.set_period(pace.period(now)).context("setting the key-scan timer")?;
             }
             _ = tokio::time::sleep_until(apply_at.unwrap_or_else(Instant::now)), if apply_at.is_some() => panel.apply(&bus),
-            _ = tokio::time::sleep_until(sim_step.unwrap_or_else(Instant::now)), if sim_step.is_some() => hardware.sim_step(scan_every),
+            _ = tokio::time::sleep_until(sim_step.unwrap_or_else(Instant::now)), if sim_step.is_some() => hardware.sim_step(scan.period()),
         }
         let next = panel.frame();
         if next != frame {
@@ -585,4 +609,121 @@ pub async fn run(
     hardware.show(&panel.frame());
     bus.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The real driver and the wire-level chip model, scanned at the times the pace
+    //! chooses, in simulated time: a finger holds a key from one instant to another.
+    use std::time::Instant as Clock;
+
+    use super::*;
+
+    struct Bench {
+        hardware: Hardware,
+        pace: Pace,
+        held: Vec<bool>,
+        t0: Clock,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Bench {
+        fn new() -> Bench {
+            let dir = tempfile::tempdir().unwrap();
+            let mut config = Tm1638Config::default();
+            config.gpio.backend = BackendKind::Sim;
+            config.gpio.sim_dir = Some(dir.path().to_path_buf());
+            let pace = Pace::new(config.scan_every, config.idle_scan_every, config.active_for);
+            let hardware = Hardware::open(&config).unwrap();
+            Bench {
+                held: vec![false; config.buttons()],
+                hardware,
+                pace,
+                t0: Clock::now(),
+                _dir: dir,
+            }
+        }
+
+        /// Scans from `from` to `until` (after t0), as the ticker does: the next scan
+        /// one period after each, the period chosen after each scan. Button 1 is held
+        /// during each `(down_at, for)` of `presses`. Returns the scan times and the
+        /// times of the presses seen.
+        fn run(
+            &mut self,
+            from: Duration,
+            until: Duration,
+            presses: &[(Duration, Duration)],
+        ) -> (Vec<Duration>, Vec<Duration>) {
+            let kind = self.hardware.kind;
+            let model = self.hardware.sim.as_ref().unwrap().models[0].clone();
+            let (mut scans, mut seen) = (Vec::new(), Vec::new());
+            let mut t = from + self.pace.period(self.t0 + from);
+            while t < until {
+                let down = presses.iter().any(|&(at, hold)| at <= t && t < at + hold);
+                model.set_button(kind, 0, down);
+                let now = self.t0 + t;
+                if scan_keys(&mut self.hardware, &mut self.held, &mut self.pace, now) == [0] {
+                    seen.push(t);
+                }
+                scans.push(t);
+                t += self.pace.period(now);
+            }
+            (scans, seen)
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn at_the_idle_rate_a_150_ms_press_is_seen_whatever_its_phase() {
+        let mut missed_short = 0;
+        for phase in 0..150 {
+            let mut bench = Bench::new();
+            let (scans, seen) = bench.run(ms(0), ms(1500), &[(ms(1000 + phase), ms(150))]);
+            assert!(
+                scans
+                    .windows(2)
+                    .take_while(|w| w[1] < ms(1000))
+                    .all(|w| w[1] - w[0] == ms(150)),
+                "idle scans every 150 ms: {scans:?}"
+            );
+            assert_eq!(seen.len(), 1, "phase {phase} ms: {seen:?}");
+            // The honest limit: a press shorter than the idle period can fall between
+            // two scans.
+            let mut bench = Bench::new();
+            let (_, seen) = bench.run(ms(0), ms(1500), &[(ms(1000 + phase), ms(100))]);
+            missed_short += usize::from(seen.is_empty());
+        }
+        assert!(
+            (1..150).contains(&missed_short),
+            "a 100 ms press is lost at some phases only: {missed_short}/150"
+        );
+    }
+
+    #[test]
+    fn after_a_press_the_fast_rate_resumes_then_idle_again() {
+        let mut bench = Bench::new();
+        // A press at 1 s; then scans every 100 ms for 30 s after it.
+        let (scans, seen) = bench.run(ms(0), ms(20_000), &[(ms(1000), ms(150))]);
+        assert_eq!(seen.len(), 1);
+        let pressed_at = seen[0];
+        assert!(
+            scans
+                .windows(2)
+                .filter(|w| w[0] >= pressed_at)
+                .all(|w| w[1] - w[0] == ms(100)),
+            "fast after the press: {scans:?}"
+        );
+        let from = *scans.last().unwrap();
+        let (scans, _) = bench.run(from, ms(40_000), &[]);
+        let gaps: Vec<Duration> = scans.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.contains(&ms(100)) && gaps.contains(&ms(150)));
+        let idle_from = pressed_at + ms(30_000);
+        for (w, gap) in scans.windows(2).zip(&gaps) {
+            let expected = if w[0] < idle_from { ms(100) } else { ms(150) };
+            assert_eq!(*gap, expected, "gap after {:?}", w[0]);
+        }
+    }
 }

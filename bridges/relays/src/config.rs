@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use pvbus_bus::ConfigError;
+use pvbus_bus::config::Section;
 use pvbus_bus::contract::{parse_duration, validate_id};
 use pvbus_hardware::GpioConfig;
 use serde::{Deserialize, Deserializer};
@@ -88,24 +89,11 @@ impl RelayConfig {
     }
 }
 
-/// Reads and validates `[relays]`; errors name the file and the key. For
-/// `pvbus relays` and `pvbus config check`.
-pub fn load(settings: &pvbus_bus::config::Settings) -> Result<RelaysConfig, ConfigError> {
-    let config: RelaysConfig = settings.section("relays")?;
-    config.validate().map_err(|e| match e {
-        ConfigError::Key { key, message, .. } => ConfigError::Key {
-            origin: settings.origin().to_string(),
-            key,
-            message,
-        },
-        other => other,
-    })?;
-    Ok(config)
-}
+impl Section for RelaysConfig {
+    const NAME: &'static str = "relays";
 
-impl RelaysConfig {
     /// Checks what serde cannot; errors name the key (`relays.relay[1].pin`).
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         if self.stale_after.is_zero() {
             return Err(ConfigError::invalid(
                 "relays.stale_after",
@@ -180,7 +168,7 @@ mod tests {
     use pvbus_bus::config::Settings;
 
     fn load(toml: &str) -> Result<RelaysConfig, ConfigError> {
-        super::load(&Settings::from_toml(toml)?)
+        Settings::from_toml(toml)?.load_section()
     }
 
     #[test]

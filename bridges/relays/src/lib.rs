@@ -59,7 +59,7 @@ pub enum RelaysCommand {
 pub async fn main(cli: Cli) -> anyhow::Result<()> {
     pvbus_bus::logging::init(process::PROCESS);
     let settings = Settings::load(cli.config.as_deref())?;
-    let config = config::load(&settings)?;
+    let config: config::RelaysConfig = settings.load_section()?;
     if let Some(RelaysCommand::History { id, last, json }) = cli.command {
         return print_history(&config, id.as_deref(), last, json);
     }

@@ -23,6 +23,8 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use pvbus_bus::{ReasonSource, RelayMode};
 use serde::{Deserialize, Serialize};
 
@@ -87,7 +89,7 @@ pub struct Loaded {
 pub struct Store {
     dir: PathBuf,
     /// Held for as long as the store is open.
-    _lock: File,
+    _lock: Flock<File>,
     history: File,
     history_len: u64,
     history_max_bytes: u64,
@@ -95,18 +97,18 @@ pub struct Store {
 
 /// Takes `<dir>/lock` for this process and writes our pid in it (for the error
 /// message of the next one); the file itself is never removed.
-fn take_lock(dir: &Path) -> Result<File, StoreError> {
+fn take_lock(dir: &Path) -> Result<Flock<File>, StoreError> {
     let path = dir.join(LOCK_FILE);
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(&path)
         .map_err(io(&path))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
+    let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(locked) => locked,
+        Err((_, Errno::EWOULDBLOCK)) => {
             let pid = std::fs::read_to_string(&path)
                 .ok()
                 .and_then(|s| s.trim().parse().ok());
@@ -115,8 +117,8 @@ fn take_lock(dir: &Path) -> Result<File, StoreError> {
                 pid,
             });
         }
-        Err(std::fs::TryLockError::Error(e)) => return Err(io(&path)(e)),
-    }
+        Err((_, errno)) => return Err(io(&path)(errno.into())),
+    };
     file.set_len(0).map_err(io(&path))?;
     writeln!(file, "{}", std::process::id()).map_err(io(&path))?;
     Ok(file)

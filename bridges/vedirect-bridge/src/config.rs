@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use pvbus_bus::ConfigError;
-use pvbus_bus::config::Settings;
+use pvbus_bus::config::Section;
 use pvbus_bus::contract::validate_id;
 use serde::Deserialize;
 
@@ -69,21 +69,6 @@ impl Default for VedirectConfig {
     }
 }
 
-/// The `[vedirect]` section of `settings`, validated; errors name the file and the key
-/// (for the bridge and for `pvbus config check`).
-pub fn load(settings: &Settings) -> Result<VedirectConfig, ConfigError> {
-    let config: VedirectConfig = settings.section("vedirect")?;
-    config.validate().map_err(|e| match e {
-        ConfigError::Key { key, message, .. } => ConfigError::Key {
-            origin: settings.origin().to_string(),
-            key,
-            message,
-        },
-        other => other,
-    })?;
-    Ok(config)
-}
-
 impl VedirectConfig {
     pub fn stale_after(&self) -> Duration {
         Duration::from_secs(self.stale_after)
@@ -96,9 +81,12 @@ impl VedirectConfig {
     pub fn hex_timeout(&self) -> Duration {
         Duration::from_millis(self.hex_timeout_ms)
     }
+}
 
-    /// Checks what serde cannot; errors name the key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+impl Section for VedirectConfig {
+    const NAME: &'static str = "vedirect";
+
+    fn validate(&self) -> Result<(), ConfigError> {
         if !(2..=3600).contains(&self.stale_after) {
             return Err(ConfigError::invalid(
                 "vedirect.stale_after",
@@ -175,9 +163,10 @@ impl VedirectConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pvbus_bus::config::Settings;
 
     fn load(toml: &str) -> Result<VedirectConfig, ConfigError> {
-        super::load(&Settings::from_toml(toml)?)
+        Settings::from_toml(toml)?.load_section()
     }
 
     #[test]

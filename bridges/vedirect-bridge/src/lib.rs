@@ -78,7 +78,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
     }
     pvbus_bus::logging::init(bridge::PROCESS);
     let settings = Settings::load(cli.config.as_deref())?;
-    let config = config::load(&settings)?;
+    let config: VedirectConfig = settings.load_section()?;
     let bus_cfg = settings.bus()?;
     let (shutdown, _trigger) = Shutdown::on_signals();
     let (bus, inbox) = pvbus_bus::Bus::connect(&bus_cfg, bridge::PROCESS);

@@ -10,6 +10,14 @@
 //!
 //! Like a real UART, the simulator does not wait for a reader: while nobody has the port
 //! open, blocks are dropped rather than queued.
+//!
+//! With `--gpio-dir` and `--load`, the site is closed loop: the loads wired to the relays
+//! of a simulated GPIO board (the `sim` backend of `pvbus relays`) are drawn from the
+//! battery when their relay is on. The pin levels are read from the board's saved state
+//! once per block, just before the block is built: the block is the only moment the
+//! device shows anything, so a change cannot be seen sooner, and reading one small file
+//! in a wake-up that happens anyway costs less than a file watcher (its thread, its
+//! descriptor, and a wake-up for every write the relay bridge makes, including its log).
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -18,6 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use pvbus_bus::Shutdown;
+use pvbus_hardware::{Level, SimBoard};
 use serialport::{ClearBuffer, SerialPort, TTYPort};
 use tracing::{debug, info, warn};
 use vedirect::sim::{DeviceKind, SimOptions, Simulator};
@@ -30,7 +39,16 @@ use vedirect::sim::{DeviceKind, SimOptions, Simulator};
 (night, bulk, absorption, float with surplus) into a pseudo-terminal, and answers HEX \
 gets and sets, including the volatile charge current limit, which the device forgets a \
 minute after the last write. The pty's path is published as the symlink --link, which \
-the bridge's [[vedirect.ports]] path points to."
+the bridge's [[vedirect.ports]] path points to.
+
+Closed loop: with --gpio-dir (the sim_dir of a simulated GPIO board, as in [relays.gpio]) \
+and one --load per switched load, the simulated site draws each load from the battery \
+while its relay is on, read from the board's pin levels once per block. The BMV sees the \
+battery current drop, the MPPT raises its harvest to cover the load if the sun allows and \
+leaves float for bulk when it cannot; the state of charge follows. Give the MPPT and the \
+BMV the same --load options: they describe the same house.
+
+Example: --gpio-dir /tmp/pvbus-demo/gpio --load 17=300 --load 27=250:active_high"
 )]
 pub struct Cli {
     /// Which device: mppt, bmv, smartshunt or phoenix.
@@ -52,6 +70,116 @@ pub struct Cli {
     /// its last write; the real device keeps it about a minute.
     #[arg(long, value_name = "SECS", default_value_t = vedirect::sim::VOLATILE_TIMEOUT_S, value_parser = parse_timeout)]
     pub volatile_timeout: f64,
+    /// Closes the loop: folder of the simulated GPIO board (the `sim_dir` of
+    /// `[relays.gpio]`) whose relays switch the --load loads, read once per block. Give
+    /// the MPPT and the BMV the same --gpio-dir and --load: they watch the same house.
+    #[arg(long, value_name = "DIR", requires = "loads")]
+    pub gpio_dir: Option<PathBuf>,
+    /// A load switched by the relay on a pin of --gpio-dir, drawn from the battery while
+    /// the relay is on: PIN=WATTS, e.g. 17=2000. The relay is active-low by default (a low
+    /// pin energises it), like [[relays.relay]]'s default `active_low = true`; add
+    /// `:active_high` for a relay that a high pin energises (`:active_low` is accepted
+    /// too). Repeat for each load; loads on one pin add up.
+    #[arg(
+        long = "load",
+        value_name = "PIN=WATTS[:active_high]",
+        value_parser = parse_load,
+        requires = "gpio_dir"
+    )]
+    pub loads: Vec<SwitchedLoad>,
+}
+
+/// A load behind a relay of the simulated GPIO board (`--load`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SwitchedLoad {
+    pub pin: u8,
+    pub watts: f64,
+    /// The pin level that energises the relay (the load is on).
+    pub on_level: Level,
+}
+
+fn parse_load(s: &str) -> Result<SwitchedLoad, String> {
+    let (rest, on_level) = match s.split_once(':') {
+        None => (s, Level::Low),
+        Some((rest, "active_low")) => (rest, Level::Low),
+        Some((rest, "active_high")) => (rest, Level::High),
+        Some((_, other)) => {
+            return Err(format!(
+                "{s:?}: unknown polarity {other:?} (expected active_low or active_high)"
+            ));
+        }
+    };
+    let (pin, watts) = rest
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected PIN=WATTS, e.g. 17=2000"))?;
+    let pin = pin
+        .trim()
+        .parse::<u8>()
+        .map_err(|_| format!("{s:?}: the pin {pin:?} is not a GPIO number (0 to 255)"))?;
+    let watts = match watts.trim().parse::<f64>() {
+        Ok(w) if w.is_finite() && (0.0..=100_000.0).contains(&w) => w,
+        _ => {
+            return Err(format!(
+                "{s:?}: the power {watts:?} is not a number of watts from 0 to 100000"
+            ));
+        }
+    };
+    Ok(SwitchedLoad {
+        pin,
+        watts,
+        on_level,
+    })
+}
+
+/// Reads which switched loads are on from the simulated board's saved pin levels.
+struct LoadSensor {
+    dir: PathBuf,
+    loads: Vec<SwitchedLoad>,
+    /// The loads' total as last read, W; kept when the board cannot be read.
+    watts: f64,
+    /// The last read error, so that a broken file is reported once, not every second.
+    error: Option<String>,
+}
+
+impl LoadSensor {
+    fn new(dir: PathBuf, loads: Vec<SwitchedLoad>) -> LoadSensor {
+        LoadSensor {
+            dir,
+            loads,
+            watts: 0.0,
+            error: None,
+        }
+    }
+
+    /// The watts switched on now.
+    fn read(&mut self) -> f64 {
+        match SimBoard::saved_levels(&self.dir) {
+            Ok(levels) => {
+                if self.error.take().is_some() {
+                    info!(gpio_dir = %self.dir.display(), "the simulated board reads again");
+                }
+                let on: Vec<&SwitchedLoad> = self
+                    .loads
+                    .iter()
+                    .filter(|l| levels.get(&l.pin) == Some(&l.on_level))
+                    .collect();
+                let watts = on.iter().fold(0.0, |sum, l| sum + l.watts);
+                if watts != self.watts {
+                    let pins: Vec<u8> = on.iter().map(|l| l.pin).collect();
+                    info!(watts, on_pins = ?pins, "switched loads changed");
+                    self.watts = watts;
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                if self.error.as_deref() != Some(&message) {
+                    warn!(error = %message, watts = self.watts, "cannot read the simulated board's pins; the loads stay as they were");
+                    self.error = Some(message);
+                }
+            }
+        }
+        self.watts
+    }
 }
 
 fn parse_timeout(s: &str) -> Result<f64, String> {
@@ -187,6 +315,17 @@ pub async fn run(cli: Cli, mut shutdown: Shutdown) -> anyhow::Result<()> {
         },
     )));
     let clock = Clock::new(cli.start_time, cli.time_scale);
+    let mut loads = cli
+        .gpio_dir
+        .clone()
+        .map(|dir| LoadSensor::new(dir, cli.loads.clone()));
+    if let Some(sensor) = &mut loads {
+        info!(gpio_dir = %sensor.dir.display(), loads = sensor.loads.len(), "closed loop: relay loads are drawn from the battery");
+        let watts = sensor.read();
+        sim.lock()
+            .expect("sim lock")
+            .set_switched_load(watts, clock.now());
+    }
 
     {
         let (wire, sim) = (wire.clone(), sim.clone());
@@ -203,7 +342,15 @@ pub async fn run(cli: Cli, mut shutdown: Shutdown) -> anyhow::Result<()> {
         tokio::select! {
             _ = shutdown.wait() => break,
             _ = tick.tick() => {
-                let block = sim.lock().expect("sim lock").text_block(clock.now());
+                let watts = loads.as_mut().map(LoadSensor::read);
+                let now = clock.now();
+                let block = {
+                    let mut sim = sim.lock().expect("sim lock");
+                    if let Some(watts) = watts {
+                        sim.set_switched_load(watts, now);
+                    }
+                    sim.text_block(now)
+                };
                 wire.send(&block);
             }
         }
@@ -285,6 +432,70 @@ mod tests {
         assert!(parse_scale("0").is_err());
         assert_eq!(parse_scale("60"), Ok(60.0));
         assert!(parse_kind("inverter").is_err());
+    }
+
+    #[test]
+    fn loads_parse_with_their_polarity_and_bad_ones_name_the_part() {
+        assert_eq!(
+            parse_load("17=2000"),
+            Ok(SwitchedLoad {
+                pin: 17,
+                watts: 2000.0,
+                on_level: Level::Low
+            })
+        );
+        assert_eq!(
+            parse_load("27=250.5:active_high").unwrap().on_level,
+            Level::High
+        );
+        assert_eq!(
+            parse_load("27=250:active_low").unwrap().on_level,
+            Level::Low
+        );
+        for (bad, says) in [
+            ("17", "PIN=WATTS"),
+            ("x=20", "GPIO number"),
+            ("300=20", "GPIO number"),
+            ("17=-5", "watts"),
+            ("17=NaN", "watts"),
+            ("17=lots", "watts"),
+            ("17=20:inverted", "polarity"),
+        ] {
+            let e = parse_load(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_sensor_reads_the_relays_pins_and_keeps_its_value_on_a_broken_file() {
+        use pvbus_hardware::{Gpio, InitialLevel};
+        let dir = tempfile::tempdir().unwrap();
+        let loads = vec![
+            parse_load("17=2000").unwrap(),
+            parse_load("27=250:active_high").unwrap(),
+        ];
+        let mut sensor = LoadSensor::new(dir.path().to_path_buf(), loads);
+        assert_eq!(
+            sensor.read(),
+            0.0,
+            "no board yet: nothing driven, nothing on"
+        );
+        {
+            // The relay bridge's side: the real sim backend writes the levels.
+            let board = SimBoard::open(dir.path()).unwrap();
+            let mut heater = board.output(17, InitialLevel::Level(Level::High)).unwrap();
+            let mut pump = board.output(27, InitialLevel::Level(Level::Low)).unwrap();
+            assert_eq!(sensor.read(), 0.0, "both relays off");
+            heater.write(Level::Low).unwrap();
+            assert_eq!(sensor.read(), 2000.0);
+            pump.write(Level::High).unwrap();
+            assert_eq!(sensor.read(), 2250.0);
+            heater.write(Level::High).unwrap();
+            assert_eq!(sensor.read(), 250.0);
+        }
+        std::fs::write(dir.path().join("pins.json"), "{not json").unwrap();
+        assert_eq!(sensor.read(), 250.0, "kept");
+        assert!(sensor.error.is_some());
     }
 
     #[test]

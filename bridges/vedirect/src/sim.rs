@@ -8,6 +8,13 @@
 //! minus the loads. The day: night discharge, bulk in the morning, absorption, float with
 //! unused PV surplus in the afternoon, evening discharge.
 //!
+//! Closed loop: once given switched loads ([`Simulator::set_switched_load`], e.g. a water
+//! heater behind a relay), a simulator integrates the site step by step from the profile
+//! ([`LiveSite`]) instead of reading it: the load comes out of the battery, a floating
+//! charger raises its harvest to cover it while the sun allows and re-bulks when it
+//! cannot, and the state of charge follows. Two simulators given the same loads at the
+//! same virtual times still report the same battery.
+//!
 //! HEX requests are answered like a device would: ping, application version, product id,
 //! get and set of the registers of [`crate::registers`] that the kind has, including the
 //! volatile charge current limit (0x2015), which reverts to the default
@@ -179,7 +186,68 @@ impl Site {
             }
     }
 
-    /// Simulate one day minute by minute from `soc0`.
+    /// The site during one step, the charger being in `charge`, with `extra_load_w` of
+    /// switched loads on top of the day's loads. Yield fields are left at 0 (they are
+    /// integrals, kept by the caller).
+    fn step_state(&self, hour: f64, soc: f64, charge: SiteCharge, extra_load_w: f64) -> SiteState {
+        let pv_available = self.pv_available(hour);
+        let load_w = self.load(hour) + extra_load_w;
+        let ocv = open_circuit_voltage(soc);
+        let load_a = load_w / ocv;
+        let pv_current = pv_available * EFFICIENCY / ocv;
+        let charger_current = match charge {
+            SiteCharge::Off => 0.0,
+            SiteCharge::Bulk => pv_current.min(self.charger_max_current_a),
+            SiteCharge::Absorption => {
+                // The battery accepts less and less as it fills.
+                let acceptance = self.battery_capacity_ah * 0.2 * (1.0 - soc) / 0.1;
+                pv_current
+                    .min(acceptance + load_a)
+                    .min(self.charger_max_current_a)
+            }
+            // Float: cover the loads and top the battery up; the rest is surplus.
+            SiteCharge::Float => {
+                let top_up = if soc >= 1.0 {
+                    0.0
+                } else {
+                    self.battery_capacity_ah * 0.005
+                };
+                pv_current
+                    .min(load_a + top_up)
+                    .min(self.charger_max_current_a)
+            }
+        };
+        let mut battery_current = charger_current - load_a;
+        let mut battery_voltage = match charge {
+            SiteCharge::Absorption => ABSORPTION_V,
+            SiteCharge::Float if battery_current >= 0.0 => FLOAT_V,
+            _ => (ocv + battery_current * INTERNAL_RESISTANCE).min(ABSORPTION_V),
+        };
+        // The harvest can never exceed what the panels give at this battery voltage.
+        let mut charger_current = charger_current;
+        if charger_current * battery_voltage / EFFICIENCY > pv_available {
+            charger_current = pv_available * EFFICIENCY / battery_voltage;
+            battery_current = charger_current - load_a;
+            if charge != SiteCharge::Absorption {
+                battery_voltage =
+                    (ocv + battery_current * INTERNAL_RESISTANCE).min(battery_voltage);
+            }
+        }
+        SiteState {
+            soc,
+            battery_voltage,
+            battery_current,
+            charger_current,
+            pv_power: charger_current * battery_voltage / EFFICIENCY,
+            pv_available,
+            load_w,
+            charge,
+            yield_today_kwh: 0.0,
+            max_power_today_w: 0.0,
+        }
+    }
+
+    /// Simulate one day minute by minute from `soc0`, with the day's loads only.
     fn run_day(&self, soc0: f64) -> Vec<SiteState> {
         let mut out = Vec::with_capacity(MINUTES_PER_DAY);
         let mut soc = soc0;
@@ -187,10 +255,7 @@ impl Site {
         let (mut yield_kwh, mut max_power) = (0.0f64, 0.0f64);
         for minute in 0..MINUTES_PER_DAY {
             let hour = (minute as f64 + 0.5) / 60.0;
-            let pv_available = self.pv_available(hour);
-            let load_w = self.load(hour);
-            let ocv = open_circuit_voltage(soc);
-            let charge = if pv_available < 2.0 {
+            let charge = if self.pv_available(hour) < 2.0 {
                 reached_float = false;
                 SiteCharge::Off
             } else if reached_float || soc >= 0.995 {
@@ -201,62 +266,13 @@ impl Site {
             } else {
                 SiteCharge::Bulk
             };
-            let load_a = load_w / ocv;
-            let pv_current = pv_available * EFFICIENCY / ocv;
-            let charger_current = match charge {
-                SiteCharge::Off => 0.0,
-                SiteCharge::Bulk => pv_current.min(self.charger_max_current_a),
-                SiteCharge::Absorption => {
-                    // The battery accepts less and less as it fills.
-                    let acceptance = self.battery_capacity_ah * 0.2 * (1.0 - soc) / 0.1;
-                    pv_current
-                        .min(acceptance + load_a)
-                        .min(self.charger_max_current_a)
-                }
-                // Float: cover the loads and top the battery up; the rest is surplus.
-                SiteCharge::Float => {
-                    let top_up = if soc >= 1.0 {
-                        0.0
-                    } else {
-                        self.battery_capacity_ah * 0.005
-                    };
-                    pv_current
-                        .min(load_a + top_up)
-                        .min(self.charger_max_current_a)
-                }
-            };
-            let mut battery_current = charger_current - load_a;
-            let mut battery_voltage = match charge {
-                SiteCharge::Absorption => ABSORPTION_V,
-                SiteCharge::Float if battery_current >= 0.0 => FLOAT_V,
-                _ => (ocv + battery_current * INTERNAL_RESISTANCE).min(ABSORPTION_V),
-            };
-            // The harvest can never exceed what the panels give at this battery voltage.
-            let mut charger_current = charger_current;
-            if charger_current * battery_voltage / EFFICIENCY > pv_available {
-                charger_current = pv_available * EFFICIENCY / battery_voltage;
-                battery_current = charger_current - load_a;
-                if charge != SiteCharge::Absorption {
-                    battery_voltage =
-                        (ocv + battery_current * INTERNAL_RESISTANCE).min(battery_voltage);
-                }
-            }
-            let pv_power = charger_current * battery_voltage / EFFICIENCY;
-            yield_kwh += pv_power / 60_000.0;
-            max_power = max_power.max(pv_power);
-            out.push(SiteState {
-                soc,
-                battery_voltage,
-                battery_current,
-                charger_current,
-                pv_power,
-                pv_available,
-                load_w,
-                charge,
-                yield_today_kwh: yield_kwh,
-                max_power_today_w: max_power,
-            });
-            soc = (soc + battery_current / 60.0 / self.battery_capacity_ah).clamp(0.0, 1.0);
+            let mut state = self.step_state(hour, soc, charge, 0.0);
+            yield_kwh += state.pv_power / 60_000.0;
+            max_power = max_power.max(state.pv_power);
+            state.yield_today_kwh = yield_kwh;
+            state.max_power_today_w = max_power;
+            out.push(state);
+            soc = (soc + state.battery_current / 60.0 / self.battery_capacity_ah).clamp(0.0, 1.0);
         }
         out
     }
@@ -272,6 +288,133 @@ impl Site {
                 (last.soc + last.battery_current / 60.0 / self.battery_capacity_ah).clamp(0.0, 1.0);
         }
         self.run_day(soc0)
+    }
+
+    /// The site at `hour` in the closed loop: like the day profile, except that the
+    /// charger's state follows from what it can do. It floats once latched (see
+    /// [`LiveSite`] for how it unlatches); otherwise it absorbs when the battery is nearly
+    /// full and the panels can hold the absorption voltage over the loads, floats when the
+    /// battery is full as well, and is in bulk (every watt the sun gives) when it cannot.
+    fn live_state(&self, hour: f64, soc: f64, float_latched: bool, extra_load_w: f64) -> SiteState {
+        if self.pv_available(hour) < 2.0 {
+            return self.step_state(hour, soc, SiteCharge::Off, extra_load_w);
+        }
+        if float_latched {
+            return self.step_state(hour, soc, SiteCharge::Float, extra_load_w);
+        }
+        if soc < 0.9 {
+            return self.step_state(hour, soc, SiteCharge::Bulk, extra_load_w);
+        }
+        let absorption = self.step_state(hour, soc, SiteCharge::Absorption, extra_load_w);
+        if absorption.battery_current < 0.0 {
+            // The loads take more than the panels give: the voltage sags under the
+            // absorption voltage and the charger tracks the panels' maximum power.
+            self.step_state(hour, soc, SiteCharge::Bulk, extra_load_w)
+        } else if soc >= 0.995 {
+            self.step_state(hour, soc, SiteCharge::Float, extra_load_w)
+        } else {
+            absorption
+        }
+    }
+}
+
+/// A charger in float that cannot hold the float voltage this long (the loads take more
+/// than the panels give) goes back to bulk: Victron's re-bulk, when the battery voltage
+/// stays under the float voltage minus the re-bulk offset for a minute. Virtual seconds.
+pub const REBULK_AFTER_S: f64 = 60.0;
+
+/// Longest step of the closed-loop integration, virtual seconds: the day profile's step,
+/// so that a fast time scale integrates as finely as the profile.
+const LIVE_STEP_S: f64 = 60.0;
+
+/// The closed-loop site: the battery integrated step by step under the switched loads
+/// (relay-driven, e.g. a water heater) instead of read from the day profile. It starts
+/// from the profile at the first switched-load update, so a simulator whose loads stay
+/// off follows the day profile closely (the same equations, integrated on its own steps),
+/// and an MPPT and a BMV fed the same loads report the same battery.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LiveSite {
+    /// Virtual time integrated up to.
+    pub t: f64,
+    /// 0..=1.
+    pub soc: f64,
+    /// The charger reached float and stays there until it re-bulks or the sun sets.
+    pub float_latched: bool,
+    /// How long the charger in float has been unable to hold the float voltage, s.
+    pub under_float_s: f64,
+    /// Local day number of `yield_today_kwh` and `max_power_today_w`.
+    pub day: i64,
+    pub yield_today_kwh: f64,
+    pub max_power_today_w: f64,
+    /// Switched loads now on, W.
+    pub switched_load_w: f64,
+}
+
+impl Site {
+    /// Local day number and hour (0..24) of virtual time `t`.
+    fn local_day_hour(&self, t: f64) -> (i64, f64) {
+        let local = t + self.utc_offset_s;
+        let day = (local / SECONDS_PER_DAY).floor();
+        (day as i64, (local - day * SECONDS_PER_DAY) / 3600.0)
+    }
+
+    /// The closed-loop site at `t`, taken from `profile` (this site's day profile).
+    fn live_from_profile(&self, profile: &[SiteState], t: f64) -> LiveSite {
+        let (day, hour) = self.local_day_hour(t);
+        let now = profile[((hour * 60.0) as usize).min(MINUTES_PER_DAY - 1)];
+        LiveSite {
+            t,
+            soc: now.soc,
+            float_latched: now.charge == SiteCharge::Float,
+            under_float_s: 0.0,
+            day,
+            yield_today_kwh: now.yield_today_kwh,
+            max_power_today_w: now.max_power_today_w,
+            switched_load_w: 0.0,
+        }
+    }
+
+    /// Integrates `live` up to virtual time `t` (steps of at most a minute). Time going
+    /// backwards changes nothing.
+    fn advance(&self, live: &mut LiveSite, t: f64) {
+        while live.t < t {
+            let dt = (t - live.t).min(LIVE_STEP_S);
+            let (day, hour) = self.local_day_hour(live.t + dt / 2.0);
+            if day != live.day {
+                live.day = day;
+                live.yield_today_kwh = 0.0;
+                live.max_power_today_w = 0.0;
+            }
+            let state = self.live_state(hour, live.soc, live.float_latched, live.switched_load_w);
+            match state.charge {
+                SiteCharge::Off => live.float_latched = false,
+                SiteCharge::Float => live.float_latched = true,
+                SiteCharge::Bulk | SiteCharge::Absorption => {}
+            }
+            if state.charge == SiteCharge::Float && state.battery_current < 0.0 {
+                live.under_float_s += dt;
+                if live.under_float_s >= REBULK_AFTER_S {
+                    live.float_latched = false;
+                    live.under_float_s = 0.0;
+                }
+            } else {
+                live.under_float_s = 0.0;
+            }
+            live.soc = (live.soc + state.battery_current * dt / 3600.0 / self.battery_capacity_ah)
+                .clamp(0.0, 1.0);
+            live.yield_today_kwh += state.pv_power * dt / 3_600_000.0;
+            live.max_power_today_w = live.max_power_today_w.max(state.pv_power);
+            live.t += dt;
+        }
+    }
+
+    /// What the closed-loop site shows at `t` (integrated up to `live.t`).
+    fn live_snapshot(&self, live: &LiveSite, t: f64) -> SiteState {
+        let (_, hour) = self.local_day_hour(t);
+        let mut state = self.live_state(hour, live.soc, live.float_latched, live.switched_load_w);
+        state.yield_today_kwh = live.yield_today_kwh;
+        state.max_power_today_w = live.max_power_today_w.max(state.pv_power);
+        state
     }
 }
 
@@ -294,6 +437,9 @@ pub struct Simulator {
     /// never send the history block.
     next_is_history: bool,
     volatile_timeout_s: f64,
+    /// The closed-loop site, once switched loads have been given
+    /// ([`Simulator::set_switched_load`]); the day profile until then.
+    live: Option<LiveSite>,
 }
 
 /// The state a simulator reports at time `t` (after its HEX overrides).
@@ -332,6 +478,7 @@ impl Simulator {
             firmware: options.firmware,
             next_is_history: false,
             volatile_timeout_s: options.volatile_timeout_s.unwrap_or(VOLATILE_TIMEOUT_S),
+            live: None,
         }
     }
 
@@ -368,13 +515,39 @@ impl Simulator {
         }
     }
 
+    /// Closes the loop: from now on the site is integrated step by step (see
+    /// [`LiveSite`]) and `watts` of switched loads (relay-driven, on top of the day's
+    /// loads) are drawn from virtual time `t` on. The first call starts the integration
+    /// from the day profile at `t`; call it whenever the loads change (calling it with
+    /// unchanged loads is harmless). Negative or non-finite watts count as 0.
+    pub fn set_switched_load(&mut self, watts: f64, t: f64) {
+        let watts = if watts.is_finite() {
+            watts.max(0.0)
+        } else {
+            0.0
+        };
+        let live = self
+            .live
+            .get_or_insert_with(|| self.site.live_from_profile(&self.profile, t));
+        self.site.advance(live, t);
+        live.switched_load_w = watts;
+    }
+
+    /// The closed-loop site, `None` while the simulator follows the day profile.
+    pub fn live_site(&self) -> Option<&LiveSite> {
+        self.live.as_ref()
+    }
+
     /// What the device reports at virtual time `t`.
     pub fn snapshot(&self, t: f64) -> Snapshot {
         let local = t + self.site.utc_offset_s;
         let day = (local / SECONDS_PER_DAY).floor() as i64;
         let minute =
             (((local - day as f64 * SECONDS_PER_DAY) / 60.0) as usize).min(MINUTES_PER_DAY - 1);
-        let site = self.profile[minute];
+        let site = match &self.live {
+            Some(live) => self.site.live_snapshot(live, t),
+            None => self.profile[minute],
+        };
         let limit = f64::from(self.charge_limit_raw(t)) / 10.0;
         let (charger_current, pv_power, charge_state) = if !self.device_on {
             (0.0, 0.0, 0)
@@ -411,6 +584,9 @@ impl Simulator {
     /// One text block as the device sends it at time `t` (call once per second). Battery
     /// monitors alternate their main and history blocks, one per call.
     pub fn text_block(&mut self, t: f64) -> Vec<u8> {
+        if let Some(live) = &mut self.live {
+            self.site.advance(live, t);
+        }
         let history = self.next_is_history;
         if matches!(self.kind, DeviceKind::Bmv | DeviceKind::SmartShunt) {
             self.next_is_history = !history;
@@ -887,5 +1063,178 @@ impl Simulator {
     pub fn register_value(&self, id: u16, t: f64) -> Option<RegisterValue> {
         let bytes = self.read(id, t)?;
         registers::lookup(id)?.decode(&bytes).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Midnight (UTC, the default site's local time) of some day.
+    const DAY0: f64 = 20_000.0 * SECONDS_PER_DAY;
+
+    fn at(hour: f64) -> f64 {
+        DAY0 + hour * 3600.0
+    }
+
+    fn sim(kind: DeviceKind) -> Simulator {
+        Simulator::new(kind, "HQ0000TEST", SimOptions::default())
+    }
+
+    /// Sends a block every `step` virtual seconds from `from` to `to`, as the process does.
+    fn run(sim: &mut Simulator, from: f64, to: f64, step: f64) {
+        let mut t = from;
+        while t < to {
+            sim.text_block(t);
+            t += step;
+        }
+    }
+
+    fn battery_power(s: &Snapshot) -> f64 {
+        s.site.battery_current * s.site.battery_voltage
+    }
+
+    #[test]
+    fn without_switched_loads_the_closed_loop_follows_the_day_profile() {
+        let mut live = sim(DeviceKind::Bmv);
+        let open = sim(DeviceKind::Bmv);
+        // Off the profile's minute grid, so that the steps do not sample its very instants.
+        let start = at(0.0) + 17.0;
+        live.set_switched_load(0.0, start);
+        let mut t = start;
+        let mut worst_soc = 0.0f64;
+        let mut same_state = 0;
+        while t < start + SECONDS_PER_DAY {
+            live.text_block(t);
+            let (l, o) = (live.snapshot(t), open.snapshot(t));
+            worst_soc = worst_soc.max((l.site.soc - o.site.soc).abs());
+            same_state += usize::from(l.charge_state == o.charge_state);
+            t += 60.0;
+        }
+        assert!(worst_soc < 0.01, "state of charge apart by {worst_soc}");
+        // Only dusk differs: the closed loop re-bulks when the panels stop covering the
+        // loads, the profile stays in float until dark.
+        assert!(same_state >= 1440 - 70, "{same_state} minutes alike");
+    }
+
+    #[test]
+    fn at_night_a_switched_load_comes_out_of_the_battery() {
+        let mut bmv = sim(DeviceKind::Bmv);
+        let t = at(2.0);
+        bmv.set_switched_load(0.0, t);
+        let before = bmv.snapshot(t);
+        bmv.set_switched_load(1000.0, t);
+        let after = bmv.snapshot(t);
+        let drop = battery_power(&before) - battery_power(&after);
+        // All of it, less what the battery's internal resistance sags the voltage by
+        // (80 A through 10 mΩ: 0.8 V of 12.6 V).
+        assert!((900.0..=1000.0).contains(&drop), "drop {drop} W");
+        let current_drop = before.site.battery_current - after.site.battery_current;
+        let ocv = open_circuit_voltage(before.site.soc);
+        assert!(
+            (current_drop - 1000.0 / ocv).abs() < 0.01,
+            "{current_drop} A"
+        );
+        assert_eq!(after.charge_state, SiteCharge::Off.code());
+
+        // An hour of it empties the battery by ~80 Ah more than the day's loads alone.
+        let mut without = sim(DeviceKind::Bmv);
+        without.set_switched_load(0.0, t);
+        run(&mut bmv, t, t + 3600.0, 10.0);
+        run(&mut without, t, t + 3600.0, 10.0);
+        let deficit_ah =
+            (without.snapshot(t + 3600.0).site.soc - bmv.snapshot(t + 3600.0).site.soc) * 200.0;
+        assert!(
+            (deficit_ah - 1000.0 / ocv).abs() < 1000.0 / ocv * 0.05,
+            "{deficit_ah} Ah"
+        );
+    }
+
+    #[test]
+    fn in_float_the_charger_takes_a_load_the_sun_can_carry() {
+        let mut mppt = sim(DeviceKind::Mppt);
+        let t = at(13.0);
+        mppt.set_switched_load(0.0, t);
+        let before = mppt.snapshot(t);
+        assert_eq!(before.charge_state, SiteCharge::Float.code());
+        mppt.set_switched_load(300.0, t);
+        run(&mut mppt, t, t + 600.0, 60.0);
+        let after = mppt.snapshot(t + 600.0);
+        assert_eq!(after.charge_state, SiteCharge::Float.code(), "still float");
+        // The harvest rises by the load (plus the converter's losses), the battery keeps
+        // its float voltage and gives nothing.
+        let rise = after.pv_power - before.pv_power;
+        assert!((300.0..=340.0).contains(&rise), "PV rose by {rise} W");
+        assert!(after.site.battery_current >= 0.0);
+        assert_eq!(after.site.battery_voltage, FLOAT_V);
+        assert!(after.pv_power <= after.site.pv_available);
+    }
+
+    #[test]
+    fn a_load_beyond_the_sun_rebulks_and_discharges_and_float_comes_back_after() {
+        let (mut mppt, mut bmv) = (sim(DeviceKind::Mppt), sim(DeviceKind::Bmv));
+        let t = at(13.0);
+        for s in [&mut mppt, &mut bmv] {
+            s.set_switched_load(2000.0, t);
+        }
+        let first = bmv.snapshot(t);
+        assert_eq!(first.charge_state, SiteCharge::Float.code());
+        assert!(battery_power(&first) < -1000.0, "{}", battery_power(&first));
+
+        // A minute under the float voltage: back to bulk, every watt the charger can take.
+        let later = t + REBULK_AFTER_S + 60.0;
+        run(&mut mppt, t, later, 10.0);
+        run(&mut bmv, t, later, 10.0);
+        let (m, b) = (mppt.snapshot(later), bmv.snapshot(later));
+        assert_eq!(m.charge_state, SiteCharge::Bulk.code());
+        assert!(
+            (m.charger_current - 30.0).abs() < 1e-9,
+            "at its {} A limit",
+            m.charger_current
+        );
+        assert!(b.site.battery_current < -100.0);
+        // One battery: the BMV sees the charger's current minus every load.
+        assert_eq!(m.site.battery_voltage, b.site.battery_voltage);
+        let loads_a = m.charger_current - b.site.battery_current;
+        let ocv = open_circuit_voltage(b.site.soc);
+        assert!((loads_a - 2030.0 / ocv).abs() < 0.5, "{loads_a} A of loads");
+        let soc_on = b.site.soc;
+
+        // Off again: the sun refills the battery and the charger floats again.
+        for s in [&mut mppt, &mut bmv] {
+            s.set_switched_load(0.0, later);
+        }
+        assert!(bmv.snapshot(later).site.battery_current > 0.0);
+        run(&mut mppt, later, at(16.0), 60.0);
+        let m = mppt.snapshot(at(16.0));
+        assert_eq!(m.charge_state, SiteCharge::Float.code());
+        assert!(mppt.live_site().unwrap().soc > soc_on);
+    }
+
+    #[test]
+    fn yield_today_integrates_the_harvest_and_restarts_at_midnight() {
+        let mut mppt = sim(DeviceKind::Mppt);
+        mppt.set_switched_load(300.0, at(12.0));
+        let y0 = mppt.snapshot(at(12.0)).site.yield_today_kwh;
+        let mut expected = 0.0;
+        let mut t = at(12.0);
+        while t < at(13.0) {
+            mppt.text_block(t);
+            expected += mppt.snapshot(t).pv_power * 60.0 / 3_600_000.0;
+            t += 60.0;
+        }
+        let y = mppt.snapshot(at(13.0)).site.yield_today_kwh - y0;
+        assert!((y - expected).abs() < 0.01, "{y} vs {expected} kWh");
+        run(&mut mppt, at(13.0), at(24.5), 60.0);
+        assert!(mppt.snapshot(at(24.5)).site.yield_today_kwh < 1e-9);
+    }
+
+    #[test]
+    fn bad_switched_load_values_count_as_nothing() {
+        let mut bmv = sim(DeviceKind::Bmv);
+        for w in [f64::NAN, -500.0, f64::INFINITY] {
+            bmv.set_switched_load(w, at(2.0));
+            assert_eq!(bmv.live_site().unwrap().switched_load_w, 0.0);
+        }
     }
 }

@@ -34,6 +34,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use pvbus_bus::ConfigError;
+use pvbus_bus::config::Section;
 use pvbus_bus::contract::parse_duration;
 use serde::Deserialize;
 
@@ -127,7 +128,7 @@ pub struct DylibConfig {
     pub config: Option<toml::Value>,
 }
 
-/// Durations resolved by [`PluginsConfig::validate`].
+/// Durations resolved by [`PluginsConfig::timing`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timing {
     pub restart_delay: Duration,
@@ -162,9 +163,18 @@ fn positive(key: &str, value: &str) -> Result<Duration, ConfigError> {
     Ok(d)
 }
 
+impl Section for PluginsConfig {
+    const NAME: &'static str = "plugins";
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.timing().map(drop)
+    }
+}
+
 impl PluginsConfig {
-    /// Checks what serde cannot; errors name the key.
-    pub fn validate(&self) -> Result<Timing, ConfigError> {
+    /// The durations, parsed; and every check serde cannot make (the section's
+    /// validation): errors name the key.
+    pub fn timing(&self) -> Result<Timing, ConfigError> {
         let timing = Timing {
             restart_delay: positive("plugins.restart_delay", &self.restart_delay)?,
             restart_delay_max: positive("plugins.restart_delay_max", &self.restart_delay_max)?,
@@ -305,23 +315,6 @@ impl DylibConfig {
     }
 }
 
-/// The `[plugins]` section of `settings`, validated; errors name the file and the key
-/// (for `pvbus plugins` and `pvbus config check`).
-pub fn load(
-    settings: &pvbus_bus::config::Settings,
-) -> Result<(PluginsConfig, Timing), ConfigError> {
-    let config: PluginsConfig = settings.section("plugins")?;
-    match config.validate() {
-        Ok(timing) => Ok((config, timing)),
-        Err(ConfigError::Key { key, message, .. }) => Err(ConfigError::Key {
-            origin: settings.origin().to_string(),
-            key,
-            message,
-        }),
-        Err(other) => Err(other),
-    }
-}
-
 /// An id is one topic level that is also a name in the rules.
 pub fn pvbus_plugin_abi_id_ok(id: &str) -> bool {
     !id.is_empty()
@@ -336,9 +329,9 @@ mod tests {
     use pvbus_bus::config::Settings;
 
     fn load(text: &str) -> Result<Timing, ConfigError> {
-        let s = Settings::from_toml(text)?;
-        let c: PluginsConfig = s.section("plugins")?;
-        c.validate()
+        Settings::from_toml(text)?
+            .load_section::<PluginsConfig>()?
+            .timing()
     }
 
     #[test]

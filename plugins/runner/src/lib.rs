@@ -48,7 +48,7 @@ pub struct Cli {
 pub async fn main(cli: Cli) -> anyhow::Result<()> {
     pvbus_bus::logging::init(PROCESS);
     let settings = Settings::load(cli.config.as_deref())?;
-    let (config, _timing) = config::load(&settings)?;
+    let config: config::PluginsConfig = settings.load_section()?;
     let bus = settings.bus()?;
     let (shutdown, _trigger) = Shutdown::on_signals();
     run(config, bus, shutdown).await

@@ -311,7 +311,7 @@ pub async fn run(
     bus_cfg: BusConfig,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let timing = cfg.validate()?;
+    let timing = cfg.timing()?;
     let (bus, mut inbox) = Bus::connect(&bus_cfg, PROCESS);
     let topics = bus.topics().clone();
     // Which plugins are online: a folder plugin that never is gets reported.

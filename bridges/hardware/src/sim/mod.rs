@@ -18,7 +18,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -26,8 +28,8 @@ pub use self::log::{SimLog, SimLogEntry, WireSide};
 use crate::HardwareError;
 use crate::backend::Gpio;
 use crate::line::{
-    BidirectionalDriver, BidirectionalLine, InitialLevel, InputDriver, InputLine, Level,
-    OutputDriver, OutputLine, Pull,
+    BidirectionalDriver, BidirectionalLine, Edge, EdgeDriver, EdgeLine, InitialLevel, InputDriver,
+    InputLine, Level, OutputDriver, OutputLine, Pull,
 };
 
 const STATE_FILE: &str = "pins.json";
@@ -114,6 +116,8 @@ struct BoardState {
     unrecorded: HashSet<u8>,
     files: Option<Files>,
     models: Vec<Box<dyn WireModel>>,
+    /// Open edge lines: each edge they wait for is sent to them.
+    watchers: Vec<Watcher>,
     /// Changes made under the lock, written out before it is released.
     pending: Vec<SimLogEntry>,
     state_dirty: bool,
@@ -134,6 +138,12 @@ impl BoardState {
         let host_before = entry.host;
         apply(entry);
         let after = entry.level();
+        if before != after {
+            // A watcher whose line was closed is dropped.
+            self.watchers.retain(|w| {
+                w.pin != pin || !w.edge.matches(before, after) || w.tx.send(after).is_ok()
+            });
+        }
         if entry.host != host_before {
             self.state_dirty |= !self.unrecorded.contains(&pin);
         }
@@ -260,6 +270,7 @@ impl SimBoard {
                 unrecorded: HashSet::new(),
                 files,
                 models: Vec::new(),
+                watchers: Vec::new(),
                 pending: Vec::new(),
                 state_dirty: false,
                 pid: std::process::id(),
@@ -357,6 +368,59 @@ impl Gpio for SimBoard {
         state.flush()?;
         drop(state);
         Ok(BidirectionalLine::new(bcm, Box::new(self.line(bcm))))
+    }
+
+    fn edge_input(&self, bcm: u8, pull: Pull, edge: Edge) -> Result<EdgeLine, HardwareError> {
+        let mut state = self.claim(bcm)?;
+        state.change(bcm, WireSide::Host, |p| p.pull = pull);
+        state.set_host_drive(bcm, None);
+        state.flush()?;
+        let (tx, edges) = std::sync::mpsc::channel();
+        state.watchers.push(Watcher { pin: bcm, edge, tx });
+        drop(state);
+        Ok(EdgeLine::new(
+            bcm,
+            Box::new(SimEdgeLine {
+                line: self.line(bcm),
+                edges,
+            }),
+        ))
+    }
+}
+
+/// An edge line's subscription to a pin.
+struct Watcher {
+    pin: u8,
+    edge: Edge,
+    tx: Sender<Level>,
+}
+
+/// An open edge line: the line, and the edges sent to it.
+struct SimEdgeLine {
+    line: SimLine,
+    edges: Receiver<Level>,
+}
+
+impl EdgeDriver for SimEdgeLine {
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<Option<Level>, HardwareError> {
+        // The board keeps the sending side for as long as it lives, and this line
+        // holds the board: the channel cannot close under us.
+        let closed = || HardwareError::Line {
+            bcm: self.line.bcm,
+            message: "the simulated board is gone".into(),
+        };
+        match timeout {
+            None => self.edges.recv().map(Some).map_err(|_| closed()),
+            Some(limit) => match self.edges.recv_timeout(limit) {
+                Ok(level) => Ok(Some(level)),
+                Err(RecvTimeoutError::Timeout) => Ok(None),
+                Err(RecvTimeoutError::Disconnected) => Err(closed()),
+            },
+        }
+    }
+
+    fn read(&mut self) -> Result<Level, HardwareError> {
+        Ok(self.line.get())
     }
 }
 

@@ -196,3 +196,38 @@ fn unrecorded_pins_stay_out_of_the_files() {
     assert!(log.iter().all(|e| e.pin == 17), "{log:?}");
     assert!(!SimBoard::saved_levels(dir.path()).unwrap().contains_key(&3));
 }
+
+#[test]
+fn an_edge_line_wakes_on_the_edges_it_asked_for_and_queues_them() {
+    let board = SimBoard::in_memory();
+    let mut int = board
+        .edge_input(25, Pull::Up, crate::line::Edge::Falling)
+        .unwrap();
+    let short = Some(std::time::Duration::from_millis(20));
+    assert_eq!(int.wait(short).unwrap(), None, "no edge yet");
+    assert_eq!(int.read().unwrap(), Level::High, "pulled up");
+    // A device pulls it low, lets it go, pulls it low again, all before the wait:
+    // two falling edges are queued, the rising one is not asked for.
+    board.drive_from_device(25, Some(Level::Low)).unwrap();
+    board.drive_from_device(25, Some(Level::High)).unwrap();
+    board.drive_from_device(25, Some(Level::Low)).unwrap();
+    assert_eq!(int.wait(short).unwrap(), Some(Level::Low));
+    assert_eq!(int.wait(short).unwrap(), Some(Level::Low));
+    assert_eq!(int.wait(short).unwrap(), None);
+    // A wait with no limit returns when another thread makes the edge.
+    board.drive_from_device(25, Some(Level::High)).unwrap();
+    let device = board.clone();
+    let edge = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        device.drive_from_device(25, Some(Level::Low)).unwrap();
+    });
+    assert_eq!(int.wait(None).unwrap(), Some(Level::Low));
+    edge.join().unwrap();
+    assert!(
+        matches!(
+            board.edge_input(25, Pull::Up, crate::line::Edge::Both),
+            Err(HardwareError::LineBusy { bcm: 25 })
+        ),
+        "one owner per line"
+    );
+}

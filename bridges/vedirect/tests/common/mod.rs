@@ -2,39 +2,15 @@
 #![allow(dead_code)]
 
 use serde::Deserialize;
-use serde::de::{Deserializer, MapAccess, Visitor};
-use std::fmt;
 use std::path::PathBuf;
+
+pub use pvbus_testkit::ordered::Ordered;
 
 pub fn captures_dir() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../../shared/vedirect/captures"
     ))
-}
-
-/// A JSON object kept in document order (serde_json's Map sorts without preserve_order).
-#[derive(Debug, Clone, Default)]
-pub struct Ordered(pub Vec<(String, String)>);
-
-impl<'de> Deserialize<'de> for Ordered {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Ordered;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an object of strings")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Ordered, A::Error> {
-                let mut out = Vec::new();
-                while let Some((k, v)) = m.next_entry::<String, String>()? {
-                    out.push((k, v));
-                }
-                Ok(Ordered(out))
-            }
-        }
-        d.deserialize_map(V)
-    }
 }
 
 #[derive(Debug, Deserialize)]
