@@ -478,3 +478,34 @@ fn the_embedded_broker_starts_first_restarts_and_stops_last() {
     );
     assert!(is_gone(relays_pid) && is_gone(new_broker_pid));
 }
+
+/// `PVBUS_LOG`, `PVBUS_LOG_FORMAT` and `PVBUS_CONFIG` set how a process runs, not what the
+/// file says: `config check` (and the systemd unit's ExecStartPre that runs it) accepts
+/// the demo with them set, while a `PVBUS_<SECTION>__<KEY>` override is still checked.
+#[test]
+fn process_settings_in_the_environment_are_not_config_sections() {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo.toml");
+    let check = |env: &[(&str, &str)]| {
+        Command::new(PVBUS)
+            .args(["config", "check"])
+            .arg(&demo)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let out = check(&[
+        ("PVBUS_LOG", "debug"),
+        ("PVBUS_LOG_FORMAT", "json"),
+        ("PVBUS_CONFIG", "/nowhere.toml"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = check(&[("PVBUS_LOG", "debug"), ("PVBUS_RELAYS__STALE_AFTER", "0s")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("relays.stale_after"), "{err}");
+    assert!(!err.contains("[log]"), "{err}");
+}

@@ -52,6 +52,21 @@ pub trait Section: DeserializeOwned {
     fn validate(&self) -> Result<(), ConfigError>;
 }
 
+/// The environment variables that override the file: `PVBUS_<SECTION>__<KEY>` only.
+/// Other `PVBUS_` variables are settings of the process, not of the file
+/// (`PVBUS_LOG`, `PVBUS_LOG_FORMAT`, `PVBUS_CONFIG`, a plugin's `PVBUS_BROKER`): taken
+/// as overrides, they would become sections `[log]`, `[config]`... that no process knows,
+/// and `pvbus config check` would refuse the file because a log level was set.
+fn config_overrides(vars: impl Iterator<Item = (String, String)>) -> config::Map<String, String> {
+    vars.filter(|(name, _)| {
+        name.strip_prefix("PVBUS_").is_some_and(|rest| {
+            rest.split_once("__")
+                .is_some_and(|(s, k)| !s.is_empty() && !k.is_empty())
+        })
+    })
+    .collect()
+}
+
 /// The merged configuration, from which each process takes its section.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -87,7 +102,8 @@ impl Settings {
             config::Environment::with_prefix("PVBUS")
                 .prefix_separator("_")
                 .separator("__")
-                .try_parsing(true),
+                .try_parsing(true)
+                .source(Some(config_overrides(std::env::vars()))),
         );
         let merged = builder.build().map_err(|e| ConfigError::Syntax {
             path: PathBuf::from(&origin),
@@ -348,6 +364,25 @@ mod tests {
             err.starts_with("<inline>: key `demo.pin`: invalid type"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn only_section_keys_of_the_environment_override_the_file() {
+        let vars = [
+            ("PVBUS_LOG", "debug"),
+            ("PVBUS_LOG_FORMAT", "json"),
+            ("PVBUS_CONFIG", "/etc/pvbus.toml"),
+            ("PVBUS_BROKER", "127.0.0.1:1883"),
+            ("PVBUS___X", "1"),
+            ("PVBUS_BUS__", "1"),
+            ("PVBUS_BUS__BASE", "home/pv"),
+            ("PVBUS_RELAYS__STALE_AFTER", "60s"),
+            ("HOME", "/root"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let mut kept: Vec<String> = config_overrides(vars.into_iter()).into_keys().collect();
+        kept.sort();
+        assert_eq!(kept, ["PVBUS_BUS__BASE", "PVBUS_RELAYS__STALE_AFTER"]);
     }
 
     #[test]
