@@ -189,6 +189,51 @@ fn the_tm1638_shows_when_the_bus_is_unreachable_and_recovers() {
     sees(&panel, "[3-      ]  brightness 2\n LEDs: * . . . . . . .");
 }
 
+/// Started before any broker answers: "boot" while its first attempt is pending (here a
+/// port that accepts TCP but never speaks MQTT, so the attempt lasts until its timeout),
+/// the bus-lost sign once it has failed, then the relays as soon as a broker appears.
+#[test]
+fn the_tm1638_says_boot_then_no_bus_until_a_broker_appears() {
+    let mut setup = Setup::new("");
+    let port = setup.broker.port;
+    setup.broker.kill();
+    // The kernel completes the handshake from the backlog; nobody ever answers CONNECT.
+    let silent = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let panel = setup.picture("tm1638.txt");
+    let _tm1638 = Child::spawn(
+        "tm1638",
+        Command::new(PVBUS)
+            .args(["tm1638", "--config"])
+            .arg(&setup.config)
+            .env("PVBUS_LOG", "warn"),
+    );
+    sees(&panel, "[boot    ]  brightness 2");
+    sees(&panel, "[no bu5  ]  brightness 2");
+    drop(silent);
+    setup.broker = Mosquitto::start_on(port);
+    setup.publish_retained("pvbus/relays/water_heater/mode", "forced_off");
+    sees(&panel, "[0-      ]  brightness 2");
+}
+
+/// `brightness/set off` blanks the display (the chip's display-off command) and keeps
+/// what it shows; `on` brings it back at the same brightness.
+#[test]
+fn the_tm1638_display_switches_off_and_on_over_mqtt() {
+    let setup = Setup::new("");
+    let panel = setup.picture("tm1638.txt");
+    let seen = Recorder::start(setup.broker.addr(), "pvbus/tm1638/#");
+    setup.publish_retained("pvbus/relays/water_heater/mode", "forced_on");
+    let _tm1638 = setup.start("tm1638", &[]);
+    sees(&panel, "[3-      ]  brightness 2");
+    setup.publish("pvbus/tm1638/brightness/set", "off");
+    // The chip is dark: the picture shows no digits, as a person would see.
+    sees(&panel, "[        ]  display off");
+    seen.expect("pvbus/tm1638/brightness", "off", WAIT);
+    setup.publish("pvbus/tm1638/brightness/set", "on");
+    sees(&panel, "[3-      ]  brightness 2");
+    seen.expect("pvbus/tm1638/brightness", "2", WAIT);
+}
+
 const BMV_87: &str =
     r#"{"ts":1764040000,"state_of_charge":87.4,"battery_voltage":12.8,"charge_state":"float"}"#;
 const SITE: &str = r#"{"ts":1764040000,"pv_power":245,"battery_power":-120,"consumption":365}"#;

@@ -300,6 +300,14 @@ impl Bus {
         self.inner.failure.borrow().clone()
     }
 
+    /// Completes once a connection attempt has failed and the bus is not connected: how a
+    /// process that shows its link (the panel) tells "still starting" from "no broker",
+    /// since [`Event::Disconnected`] only follows a connection that was up.
+    pub async fn wait_unreachable(&self) {
+        let mut rx = self.inner.failure.clone();
+        let _ = rx.wait_for(Option::is_some).await;
+    }
+
     /// Waits until connected (or returns at once if already).
     pub async fn wait_connected(&self) {
         let mut rx = self.inner.connected.clone();

@@ -559,6 +559,8 @@ pub async fn run(
         let sim_step = hardware.sim_next_step();
         tokio::select! {
             _ = shutdown.wait() => break,
+            // Never reached a broker: from "boot" to the bus-lost sign.
+            _ = bus.wait_unreachable(), if panel.link == Link::Boot => panel.link = Link::Offline,
             event = inbox.recv() => match event {
                 None => break,
                 Some(Event::Connected) => panel.link = Link::Online,
