@@ -392,3 +392,75 @@ off = "bmv.battery_power < -200"
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A rule that fails while evaluating (a script comparing a number with a text) is
+/// reported on `pvbus/rules/error` with its place in the file, once, not at every reading;
+/// the process keeps running and the relay's decision waits (unknown).
+#[test]
+fn a_failing_rule_is_reported_once_with_its_place_not_at_every_reading() {
+    use pvbus_testkit::{Child as Proc, Mosquitto, Recorder, mosquitto_pub};
+    let broker = Mosquitto::start();
+    let rec = Recorder::start(broker.addr(), "pvbus/#");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pvbus.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[bus]
+external_broker = "{addr}"
+[site]
+timezone = "UTC"
+[rules.devices]
+bmv = {{ values = "vedirect" }}
+[rules.relays.heater]
+language = "rhai"
+on = 'value("bmv.state_of_charge") >= 95.0'
+off = 'value("bmv.state_of_charge") < value("bmv.charge_state")'
+"#,
+            addr = broker.addr()
+        ),
+    )
+    .unwrap();
+    let mut rules = Proc::spawn(
+        "pvbus rules",
+        Command::new(env!("CARGO_BIN_EXE_pvbus"))
+            .args(["rules", "--config"])
+            .arg(&config)
+            .env("PVBUS_LOG", "warn")
+            .stderr(Stdio::null()),
+    );
+    rec.expect("pvbus/rules/status", "online", Duration::from_secs(10));
+    for soc in 80..90 {
+        mosquitto_pub(
+            broker.addr(),
+            &[
+                "-t",
+                "pvbus/vedirect/bmv/state",
+                "-m",
+                &format!(
+                    r#"{{"ts":{},"state_of_charge":{soc},"charge_state":"float"}}"#,
+                    now()
+                ),
+            ],
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let error = rec
+        .wait_for("pvbus/rules/error", Duration::from_secs(10), |_| true)
+        .expect("the rule error reaches the bus");
+    assert!(
+        error.contains(&format!("{}:", config.display()))
+            && error.contains("pvbus/rules/heater/status"),
+        "{error}"
+    );
+    // Ten readings, ten passes, one report.
+    std::thread::sleep(Duration::from_millis(500));
+    let reports = rec
+        .all()
+        .iter()
+        .filter(|m| m.topic == "pvbus/rules/error")
+        .count();
+    assert_eq!(reports, 1, "the same error reported {reports} times");
+    assert!(rules.is_running());
+    assert!(rec.last("pvbus/relays/heater/auto/set").is_none());
+}

@@ -303,6 +303,7 @@ impl Engine {
                         scope.readings,
                         scope.max_age,
                         scope.relays,
+                        scope.timers,
                         scope.this,
                         &scope.surplus,
                         scope.load_power,

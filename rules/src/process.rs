@@ -92,6 +92,16 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
                     scenario.display()
                 );
             }
+            // A rule that fails while evaluating is broken even if the scenario expected
+            // nothing of it: on the real bus it would answer "unknown" and say so on
+            // pvbus/rules/error.
+            if !summary.faults.is_empty() {
+                anyhow::bail!(
+                    "{} rule error(s) while simulating {}",
+                    summary.faults.len(),
+                    scenario.display()
+                );
+            }
             Ok(())
         }
         None => {
@@ -253,7 +263,14 @@ const QUIET: i64 = 30;
 struct StatusBoard {
     published: std::collections::BTreeMap<String, (String, i64)>,
     pending: std::collections::BTreeMap<String, String>,
+    /// The last rule error reported per relay, and when: a broken rule fails at every
+    /// pass (every reading), and must not flood the log and the error topic with it.
+    faults: std::collections::BTreeMap<String, (String, i64)>,
 }
+
+/// A rule error already reported is reported again after this long (for whoever started
+/// listening since), or at once when it changes.
+const FAULT_REPEAT: i64 = 300;
 
 /// The text with its numbers blanked: two statuses of the same kind differ only in numbers.
 fn kind(status: &str) -> String {
@@ -272,6 +289,20 @@ fn kind(status: &str) -> String {
 }
 
 impl StatusBoard {
+    /// Whether a rule error is news: new or different for this relay, or last said more
+    /// than [`FAULT_REPEAT`] seconds ago.
+    fn fault_is_news(&mut self, relay: &str, error: &str, t: i64) -> bool {
+        let news = self
+            .faults
+            .get(relay)
+            .is_none_or(|(last, at)| last != error || t - at >= FAULT_REPEAT);
+        if news {
+            self.faults
+                .insert(relay.to_string(), (error.to_string(), t));
+        }
+        news
+    }
+
     /// The text to publish now, if any.
     fn offer(&mut self, relay: &str, status: &str, t: i64) -> Option<String> {
         let quiet = self
@@ -333,8 +364,11 @@ fn publish(
         }
     }
     for f in &report.faults {
-        warn!(relay = %f.relay, error = %f.error, "rule error");
-        bus.report_error(&topics.rule_status(&f.relay), &f.error);
+        let error = f.error.to_string();
+        if board.fault_is_news(&f.relay, &error, t) {
+            warn!(relay = %f.relay, error = %error, "rule error");
+            bus.report_error(&topics.rule_status(&f.relay), &error);
+        }
     }
     if let Some(s) = &report.surplus {
         // On a change of 20 W or more, else every QUIET seconds if it moved at all, and

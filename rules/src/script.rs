@@ -6,7 +6,9 @@
 //! In a script: `value("bmv.state_of_charge")` (a number, text or true/false; `()` when
 //! unknown), `relay_on("pump")`, `relay_mode("pump")`, `on_for("pump")`, `off_for(..)`,
 //! `run_today(..)` (seconds; without argument: this relay), `ran_today(..)`,
-//! `cycle_done_today(..)`, `stable_for("key", cond, seconds)`, `hold("key", cond, seconds)`;
+//! `cycle_done_today(..)`, `stable_for("key", cond, seconds)`, `hold("key", cond, seconds)`,
+//! `timer_running("name")`, `timer_done("name")`, `between("08:00", "18:30")` (or seconds
+//! since midnight, e.g. `between(sunrise, sunset)`);
 //! constants `hour`, `minute`, `time` (seconds since local midnight), `weekday`, `month`,
 //! `day`, `sunrise`, `sunset` (seconds since midnight, `()` if unknown), `surplus` (W or
 //! `()`), `load_power`. The script's last value is the answer: `true`, `false`, or `()`
@@ -18,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rhai::{AST, Dynamic, EvalAltResult, ImmutableString, Position};
 
 use crate::clock::LocalTime;
-use crate::eval::Ev;
+use crate::eval::{Ev, Timer};
 use crate::history::RelayHistory;
 use crate::value::{Readings, Value, show_duration};
 
@@ -38,6 +40,8 @@ struct State {
     ages: BTreeMap<String, Option<i64>>,
     default_max_age: Option<i64>,
     relays: BTreeMap<String, RelayHistory>,
+    /// The named timers ([rules.timers]), as the engine has them at this pass.
+    timers: BTreeMap<String, Timer>,
     this: String,
     /// Per relay, per key of `stable_for`/`hold`.
     memory: BTreeMap<(String, String), SiteMemory2>,
@@ -220,6 +224,13 @@ impl ScriptHost {
                 }
             },
         );
+        for what in ["timer_running", "timer_done"] {
+            let st = state.clone();
+            engine.register_fn(what, move |name: &str| -> Fallible<bool> {
+                timer_helper(&st, what, name)
+            });
+        }
+        register_between(&mut engine, &state);
         ScriptHost { engine, state }
     }
 
@@ -271,6 +282,7 @@ impl ScriptHost {
         readings: &Readings,
         max_age: &dyn Fn(&str) -> Option<i64>,
         relays: &BTreeMap<String, RelayHistory>,
+        timers: &BTreeMap<String, Timer>,
         this: &str,
         surplus: &Result<f64, String>,
         load_power: Option<f64>,
@@ -289,6 +301,7 @@ impl ScriptHost {
                 .collect();
             s.default_max_age = max_age("");
             s.relays = relays.clone();
+            s.timers = timers.clone();
             s.this = this.to_string();
             s.read.clear();
             s.unknown.clear();
@@ -378,6 +391,90 @@ fn position(p: Position) -> (usize, usize) {
     (p.line().unwrap_or(0), p.position().unwrap_or(0))
 }
 
+/// `timer_running("boost")`, `timer_done("boost")`: as in the rule language.
+fn timer_helper(st: &Mutex<State>, what: &str, name: &str) -> Fallible<bool> {
+    let mut s = lock(st);
+    let Some(timer) = s.timers.get(name) else {
+        let names: Vec<&str> = s.timers.keys().map(String::as_str).collect();
+        return fail(format!(
+            "no timer named `{name}`{}",
+            crate::config::close_names(name, names.into_iter())
+        ));
+    };
+    let now = s.local.as_ref().map_or(0, |l| l.ts);
+    let end = timer.end();
+    let running = end.is_some_and(|e| now < e);
+    if let Some(e) = end.filter(|_| running) {
+        push_wake(&mut s, e);
+    }
+    let value = if what == "timer_running" {
+        running
+    } else {
+        end.is_some() && !running
+    };
+    s.read.push(format!("{what}({name}) {value}"));
+    Ok(value)
+}
+
+/// A time of day for `between`: text `"HH:MM"` or `"HH:MM:SS"`, or a number of seconds
+/// since midnight (the unit of `time`, `sunrise` and `sunset`); `None` for `()` (unknown,
+/// e.g. `sunrise` without a position).
+fn day_time(value: &Dynamic) -> Fallible<Option<f64>> {
+    if value.is_unit() {
+        return Ok(None);
+    }
+    if let Ok(n) = value.as_float() {
+        return Ok(Some(n));
+    }
+    if let Ok(n) = value.as_int() {
+        return Ok(Some(n as f64));
+    }
+    let text = value.clone().into_string().unwrap_or_default();
+    let numbers: Option<Vec<u32>> = text.trim().split(':').map(|p| p.parse().ok()).collect();
+    match numbers.as_deref() {
+        Some([h, m]) if *h < 24 && *m < 60 => Ok(Some(f64::from(h * 3600 + m * 60))),
+        Some([h, m, sec]) if *h < 24 && *m < 60 && *sec < 60 => {
+            Ok(Some(f64::from(h * 3600 + m * 60 + sec)))
+        }
+        _ => fail(format!(
+            "between needs times of day as \"HH:MM\" or seconds since midnight, not {value}"
+        )),
+    }
+}
+
+/// `between(a, b)`: the local time is in [a, b) (across midnight when b < a); unknown when
+/// a or b is.
+fn register_between(engine: &mut rhai::Engine, state: &Arc<Mutex<State>>) {
+    let st = state.clone();
+    engine.register_fn(
+        "between",
+        move |a: Dynamic, b: Dynamic| -> Fallible<Dynamic> {
+            let (a, b) = (day_time(&a)?, day_time(&b)?);
+            let mut s = lock(&st);
+            let (Some(a), Some(b)) = (a, b) else {
+                s.unknown.push("between: a time of day is unknown".into());
+                return Ok(Dynamic::UNIT);
+            };
+            let Some(local) = s.local.clone() else {
+                return Ok(Dynamic::UNIT);
+            };
+            let t = local.second_of_day;
+            let inside = if a <= b {
+                t >= a && t < b
+            } else {
+                t >= a || t < b
+            };
+            for edge in [a, b] {
+                if edge > t {
+                    push_wake(&mut s, local.ts + (edge - t).ceil() as i64);
+                }
+            }
+            push_wake(&mut s, local.next_day_start);
+            Ok(Dynamic::from_bool(inside))
+        },
+    );
+}
+
 fn relay_helper(st: &Mutex<State>, what: &str, relay: &str) -> Fallible<Dynamic> {
     let mut s = lock(st);
     let Some(h) = s.relays.get(relay).cloned() else {
@@ -463,12 +560,33 @@ mod tests {
         pump.set_on(true, 700);
         relays.insert("pump".to_string(), pump);
         let mut wake = None;
+        // At 1000: "boost" started at 900 for 5 min runs; "rinse" ran from 100 to 160.
+        let timers = BTreeMap::from([
+            (
+                "boost".to_string(),
+                Timer {
+                    duration: 300,
+                    started: Some(900),
+                    was_true: true,
+                },
+            ),
+            (
+                "rinse".to_string(),
+                Timer {
+                    duration: 60,
+                    started: Some(100),
+                    was_true: false,
+                },
+            ),
+            ("idle".to_string(), Timer::default()),
+        ]);
         host.eval(
             &ast,
             &local,
             readings,
             &|_| Some(300),
             &relays,
+            &timers,
             "pump",
             &Err("none".into()),
             None,
@@ -499,6 +617,42 @@ mod tests {
             ev.text,
             "script: true (bmv.state_of_charge 96 %, on_for(pump) 5 min)"
         );
+    }
+
+    #[test]
+    fn timers_as_in_the_rule_language() {
+        let yes = |src: &str| run(src, &readings()).unwrap().truth();
+        assert_eq!(yes(r#"timer_running("boost")"#), Some(true));
+        assert_eq!(yes(r#"timer_done("boost")"#), Some(false));
+        assert_eq!(yes(r#"timer_done("rinse")"#), Some(true));
+        assert_eq!(yes(r#"timer_running("rinse")"#), Some(false));
+        // Never started: neither running nor done.
+        assert_eq!(
+            yes(r#"timer_running("idle") || timer_done("idle")"#),
+            Some(false)
+        );
+        let err = run(r#"timer_running("bost")"#, &readings()).unwrap_err();
+        assert!(
+            err.message.contains("no timer named `bost`") && err.message.contains("boost"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn between_takes_text_or_seconds_and_wraps_midnight() {
+        // Site time 1000 s after the epoch, UTC: 00:16:40.
+        let yes = |src: &str| run(src, &readings()).unwrap().truth();
+        assert_eq!(yes(r#"between("00:10", "00:20")"#), Some(true));
+        assert_eq!(yes(r#"between("00:17", "00:20")"#), Some(false));
+        assert_eq!(yes(r#"between("23:00", "00:20")"#), Some(true));
+        assert_eq!(yes(r#"between("23:00", "00:10")"#), Some(false));
+        assert_eq!(yes("between(600, 1200.0)"), Some(true));
+        assert_eq!(yes(r#"between(time - 60.0, "00:16:41")"#), Some(true));
+        // No position configured: sunrise is unknown, so is the answer.
+        assert_eq!(yes("between(sunrise, sunset)"), None);
+        let err = run(r#"between("8h", "18:00")"#, &readings()).unwrap_err();
+        assert!(err.message.contains("HH:MM"), "{}", err.message);
     }
 
     #[test]
