@@ -187,7 +187,7 @@ fn settings_are_written_over_hex_and_the_volatile_limit_is_kept() {
     // A retained command (the broker replays it to every new subscriber) is ignored.
     let load_set = "pvbus/vedirect/mppt_roof/load_output/set";
     mosquitto_pub(addr, &["-r", "-t", load_set, "-m", "off"]);
-    let _bridge = bridge(&broker, dir.path(), &["mppt"], "volatile_refresh = 2");
+    let mut bridge_process = bridge(&broker, dir.path(), &["mppt"], "volatile_refresh = 2");
     let state = "pvbus/vedirect/mppt_roof/state";
     let full = wait_json(&rec, state, |v| v["battery_current"].is_number());
     assert!(
@@ -268,6 +268,25 @@ fn settings_are_written_over_hex_and_the_volatile_limit_is_kept() {
     assert!(
         currents.iter().all(|&a| a <= 5.0),
         "limit lost: {currents:?}"
+    );
+
+    // The bridge dies and comes back: the bus still says 5 A, so the new bridge keeps
+    // the limit in force too, longer than the device remembers it.
+    bridge_process.kill9();
+    let _bridge = bridge(&broker, dir.path(), &["mppt"], "volatile_refresh = 2");
+    rec.expect("pvbus/vedirect/status", "online", WAIT);
+    rec.clear();
+    std::thread::sleep(Duration::from_secs(10));
+    let currents: Vec<f64> = rec
+        .all()
+        .iter()
+        .filter(|s| s.topic == state)
+        .map(|s| json(&s.payload)["battery_current"].as_f64().unwrap())
+        .collect();
+    assert!(currents.len() >= 8, "{currents:?}");
+    assert!(
+        currents.iter().all(|&a| a <= 5.0),
+        "limit lost across the bridge's restart: {currents:?}"
     );
 
     // Released: the device returns to its own limit within its memory time.

@@ -153,6 +153,13 @@ impl Bridge {
     ) -> anyhow::Result<()> {
         self.bus
             .subscribe(self.bus.topics().device_setting_set_filter(PROCESS));
+        // Our own retained limits: a limit set before a restart is still in force on the
+        // bus, and must be kept in force on the device too (see `resume_kept`).
+        self.bus.subscribe(self.bus.topics().device_setting(
+            PROCESS,
+            "+",
+            Setting::ChargeCurrentLimit.name(),
+        ));
         let mut next_rescan = Instant::now() + RESCAN;
         loop {
             let deadline = self.next_deadline();
@@ -474,7 +481,61 @@ impl Bridge {
         }
     }
 
+    /// A limit this bridge confirmed before it restarted (its retained
+    /// `<device>/charge_current_limit`, replayed by the broker) is kept in force again:
+    /// the bus still says it holds, and the device forgets it within a minute unless
+    /// it is rewritten. Only retained copies count, and only for devices not already kept.
+    fn resume_kept(&mut self, m: &Message) -> bool {
+        let topics = self.bus.topics().clone();
+        let Some(rest) = topics
+            .relative(&m.topic)
+            .and_then(|r| r.strip_prefix(PROCESS))
+            .and_then(|r| r.strip_prefix('/'))
+        else {
+            return false;
+        };
+        let Some((device, setting)) = rest.split_once('/') else {
+            return false;
+        };
+        if setting != Setting::ChargeCurrentLimit.name() {
+            return false;
+        }
+        if !m.retain || self.kept.contains_key(device) {
+            return true;
+        }
+        let setting = Setting::ChargeCurrentLimit;
+        let Ok(text) = m.text() else { return true };
+        match setting.parse(text) {
+            Ok(target) if target != Target::NoLimit => {
+                let Some(request) = target.request(setting) else {
+                    return true;
+                };
+                info!(
+                    device,
+                    limit = text,
+                    "keeping in force the charge current limit set before the restart"
+                );
+                self.kept.insert(
+                    device.to_string(),
+                    Kept {
+                        set_topic: topics.device_setting_set(PROCESS, device, setting.name()),
+                        request,
+                        next: Instant::now(),
+                    },
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                warn!(topic = %m.topic, error = %e, "ignoring a retained limit that does not parse")
+            }
+        }
+        true
+    }
+
     fn on_message(&mut self, m: &Message) {
+        if self.resume_kept(m) {
+            return;
+        }
         let topics = self.bus.topics().clone();
         let Some((device, setting)) = topics.parse_device_setting_set(PROCESS, &m.topic) else {
             return;
