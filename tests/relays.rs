@@ -352,3 +352,50 @@ fn a_second_relay_process_on_one_state_directory_refuses_to_start() {
     assert_eq!(seen.last("pvbus/relays/status").as_deref(), Some("online"));
     assert_eq!(saved_level(&setup.board(), 27), Some(Level::High));
 }
+
+/// `until` times, and the times in reasons, are those of the house (`[site] timezone`),
+/// not of the machine (UTC here): an override "until HH:MM" in Asia/Kolkata (UTC+5:30, no
+/// daylight saving) ends at that time in Kolkata.
+#[test]
+fn until_times_are_read_in_the_site_time_zone() {
+    let setup = RelaysSetup::new(
+        "600",
+        "[[relays.relay]]\nid = \"pump\"\npin = 27\n\n[site]\ntimezone = \"Asia/Kolkata\"\n",
+    );
+    let seen = pvbus_testkit::Recorder::start(setup.broker.addr(), "pvbus/relays/#");
+    let _relays = setup.start();
+    const KOLKATA: u64 = 5 * 3600 + 1800;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Two hours from now, on the minute, in Kolkata.
+    let target_local = (now + KOLKATA + 7200) / 60 * 60;
+    let hh_mm = format!(
+        "{:02}:{:02}",
+        target_local % 86400 / 3600,
+        target_local % 3600 / 60
+    );
+    setup.publish(
+        "pvbus/relays/pump/mode/set",
+        &format!(r#"{{"mode":"forced_on","until":"{hh_mm}"}}"#),
+    );
+    let running = seen
+        .wait_for("pvbus/relays/pump/override", WAIT, |p| !p.is_empty())
+        .expect("the override is published");
+    let running = json(&running);
+    assert_eq!(
+        running["until"].as_u64(),
+        Some(target_local - KOLKATA),
+        "{running}"
+    );
+    assert!(
+        running["until_local"].as_str().unwrap().contains(&hh_mm),
+        "{running}"
+    );
+    let reason = json(&seen.last("pvbus/relays/pump/reason").unwrap());
+    assert!(
+        reason["text"].as_str().unwrap().contains(&hh_mm),
+        "{reason}"
+    );
+}

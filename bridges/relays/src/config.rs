@@ -38,6 +38,38 @@ pub struct RelaysConfig {
     pub history_max_bytes: u64,
     pub gpio: GpioConfig,
     pub relay: Vec<RelayConfig>,
+    /// The site's time zone (`[site] timezone`, read by [`site_zone`]): `until` times,
+    /// the midnight reset of the daily stats and the times in reasons; the system's
+    /// when unset.
+    #[serde(skip)]
+    pub zone: Option<jiff::tz::TimeZone>,
+}
+
+/// The `[site]` keys the relays use; the section belongs to the rules, which check it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct SiteClock {
+    timezone: Option<String>,
+}
+
+/// `[site] timezone`, if set: the day and the clock of the house, the same for the
+/// relays as for the rules, whatever the machine's own time zone.
+pub fn site_zone(
+    settings: &pvbus_bus::config::Settings,
+) -> Result<Option<jiff::tz::TimeZone>, ConfigError> {
+    let site: SiteClock = settings.section("site")?;
+    site.timezone
+        .map(|name| {
+            jiff::tz::TimeZone::get(&name).map_err(|e| {
+                ConfigError::invalid(
+                    "site.timezone",
+                    format!(
+                        "unknown time zone {name:?} ({e}); expected a name like \"Europe/Paris\""
+                    ),
+                )
+            })
+        })
+        .transpose()
 }
 
 impl Default for RelaysConfig {
@@ -48,6 +80,7 @@ impl Default for RelaysConfig {
             history_max_bytes: 256 * 1024,
             gpio: GpioConfig::default(),
             relay: Vec::new(),
+            zone: None,
         }
     }
 }

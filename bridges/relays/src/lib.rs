@@ -59,7 +59,8 @@ pub enum RelaysCommand {
 pub async fn main(cli: Cli) -> anyhow::Result<()> {
     pvbus_bus::logging::init(process::PROCESS);
     let settings = Settings::load(cli.config.as_deref())?;
-    let config: config::RelaysConfig = settings.load_section()?;
+    let mut config: config::RelaysConfig = settings.load_section()?;
+    config.zone = config::site_zone(&settings)?;
     if let Some(RelaysCommand::History { id, last, json }) = cli.command {
         return print_history(&config, id.as_deref(), last, json);
     }
@@ -83,6 +84,10 @@ fn print_history(
         anyhow::bail!("unknown relay {id:?} (relays: {})", known.join(", "));
     }
     let history = store::read_history(&config.state_dir)?;
+    let zone = config
+        .zone
+        .clone()
+        .unwrap_or_else(jiff::tz::TimeZone::system);
     let events: Vec<&store::HistoryEvent> = history
         .events
         .iter()
@@ -102,7 +107,7 @@ fn print_history(
             };
             out.push_str(&format!(
                 "{}  {:<16} {:<10} > {:<10} {}  {:<16} {}",
-                machine::format_ts(event.ts as u64),
+                machine::format_ts(event.ts as u64, &zone),
                 event.relay,
                 event.prev_mode.as_str(),
                 event.mode.as_str(),

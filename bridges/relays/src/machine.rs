@@ -110,9 +110,18 @@ pub enum Unchanged {
 pub struct Machine {
     relays: BTreeMap<String, Relay>,
     stale_after_ms: u64,
+    /// The site's time zone, for the times written in reasons.
+    zone: jiff::tz::TimeZone,
 }
 
 impl Machine {
+    /// Times in reasons are written in `zone` (the `[site] timezone`); the system's
+    /// by default.
+    pub fn in_zone(mut self, zone: jiff::tz::TimeZone) -> Machine {
+        self.zone = zone;
+        self
+    }
+
     /// Starts the relays from what was saved. Forced modes and running overrides
     /// come back at once; auto relays start off until the rules ask again; an
     /// override that ended while the process was down ends now.
@@ -179,6 +188,7 @@ impl Machine {
             Machine {
                 relays,
                 stale_after_ms,
+                zone: jiff::tz::TimeZone::system(),
             },
             changes,
         )
@@ -259,7 +269,7 @@ impl Machine {
                     .running_override
                     .map(|o| o.previous)
                     .unwrap_or(relay.mode);
-                let text = format!("{mode} until {}", format_ts(until_ms / 1000));
+                let text = format!("{mode} until {}", format_ts(until_ms / 1000, &self.zone));
                 let o = Override {
                     mode,
                     until_ms,
@@ -384,10 +394,10 @@ fn boot_mode(mode: RelayMode) -> RelayMode {
 }
 
 /// Local time for reason texts.
-pub fn format_ts(ts: u64) -> String {
+pub fn format_ts(ts: u64, zone: &jiff::tz::TimeZone) -> String {
     match jiff::Timestamp::from_second(ts as i64) {
         Ok(t) => t
-            .to_zoned(jiff::tz::TimeZone::system())
+            .to_zoned(zone.clone())
             .strftime("%Y-%m-%d %H:%M:%S")
             .to_string(),
         Err(_) => ts.to_string(),

@@ -107,7 +107,7 @@ pub async fn run(
     let clock = Clock {
         started: Instant::now(),
     };
-    let tz = TimeZone::system();
+    let tz = config.zone.clone().unwrap_or_else(TimeZone::system);
     let (store, loaded) = Store::open(&config.state_dir, config.history_max_bytes)
         .context("opening the relay state directory")?;
     let history = read_history(&config.state_dir).context("reading the relay history")?;
@@ -147,6 +147,7 @@ pub async fn run(
         .collect();
     let stale_after_ms = config.stale_after.as_millis() as u64;
     let (machine, boot) = Machine::boot(&setup, &loaded.saved, stale_after_ms, now);
+    let machine = machine.in_zone(tz.clone());
     let stats = config
         .relay
         .iter()
@@ -383,7 +384,7 @@ impl Relays {
                 let payload = OverridePayload {
                     mode: o.mode,
                     until: o.until_ms / 1000,
-                    until_local: format_ts(o.until_ms / 1000),
+                    until_local: format_ts(o.until_ms / 1000, &self.tz),
                     then: o.previous,
                 };
                 self.bus.publish_retained(
