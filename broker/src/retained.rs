@@ -231,30 +231,8 @@ impl RetainedStore {
     }
 }
 
-/// MQTT topic matching (3.1.1 §4.7): `+` one level, `#` this level and all below, and
-/// wildcards at the first level never match topics starting with `$`.
-pub fn topic_matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
-        return false;
-    }
-    let mut topic_levels = topic.split('/');
-    for filter_level in filter.split('/') {
-        match filter_level {
-            "#" => return true,
-            "+" => {
-                if topic_levels.next().is_none() {
-                    return false;
-                }
-            }
-            exact => {
-                if topic_levels.next() != Some(exact) {
-                    return false;
-                }
-            }
-        }
-    }
-    topic_levels.next().is_none()
-}
+/// MQTT topic matching, shared with the client library.
+pub use pvbus_bus::topics::topic_matches;
 
 fn encode(messages: &BTreeMap<String, Retained>) -> Vec<u8> {
     let size: usize = messages
@@ -354,22 +332,6 @@ fn save(dir: &Path, messages: &BTreeMap<String, Retained>) -> Result<(), SaveErr
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn topic_matching_follows_mqtt() {
-        assert!(topic_matches("pvbus/#", "pvbus/a/state"));
-        assert!(topic_matches("pvbus/#", "pvbus"));
-        assert!(topic_matches("pvbus/+/state", "pvbus/a/state"));
-        assert!(!topic_matches("pvbus/+/state", "pvbus/a/b/state"));
-        assert!(!topic_matches("pvbus/+", "pvbus"));
-        assert!(topic_matches("#", "a/b"));
-        assert!(!topic_matches("#", "$SYS/x"));
-        assert!(!topic_matches("+/x", "$SYS/x"));
-        assert!(topic_matches("$SYS/#", "$SYS/x"));
-        assert!(topic_matches("a/b", "a/b"));
-        assert!(!topic_matches("a/b", "a/b/c"));
-        assert!(topic_matches("+/+", "/x"));
-    }
 
     #[test]
     fn empty_payload_clears_and_limits_refuse() {

@@ -124,6 +124,18 @@ struct Remembered {
     retained: BTreeMap<String, Bytes>,
 }
 
+impl Inner {
+    /// Whether the process itself subscribed to a filter matching `topic`.
+    fn subscribed_to(&self, topic: &str) -> bool {
+        self.remembered
+            .lock()
+            .expect("bus lock poisoned")
+            .subscriptions
+            .iter()
+            .any(|f| crate::topics::topic_matches(f, topic))
+    }
+}
+
 struct Inner {
     process: String,
     client_id: String,
@@ -482,6 +494,21 @@ async fn drive(
                 deliver(&inbox, Event::Connected, &mut closing).await;
             }
             Ok(rumqttc::Event::Incoming(Packet::Publish(p))) => {
+                if let Some(inner) = bus.upgrade()
+                    && inner.announces
+                    && p.topic == inner.topics.process_status(&inner.process)
+                {
+                    if p.payload.as_ref() == OFFLINE.as_bytes() && !*closing.borrow() {
+                        // We are connected, so this `offline` is a stale last will: that of
+                        // our previous connection, which the broker may fire only after our
+                        // new `online` when it drops a half-open connection for ours.
+                        info!(process = %inner.process, "the bus says we are offline (a late last will): online again");
+                        announce_online(&inner);
+                    }
+                    if !inner.subscribed_to(&p.topic) {
+                        continue;
+                    }
+                }
                 let msg = Message {
                     topic: p.topic,
                     payload: p.payload,
@@ -551,14 +578,23 @@ async fn drain_until_closed(eventloop: &mut EventLoop) {
     }
 }
 
+fn announce_online(inner: &Inner) {
+    let _ = inner.tx.send(Outgoing::Publish {
+        topic: inner.topics.process_status(&inner.process),
+        payload: Bytes::from_static(ONLINE.as_bytes()),
+        qos: QoS::AtLeastOnce,
+        retain: true,
+    });
+}
+
 fn replay(inner: &Inner) {
     if inner.announces {
-        let _ = inner.tx.send(Outgoing::Publish {
-            topic: inner.topics.process_status(&inner.process),
-            payload: Bytes::from_static(ONLINE.as_bytes()),
-            qos: QoS::AtLeastOnce,
-            retain: true,
-        });
+        announce_online(inner);
+        // Our own status, to answer a late last will of a previous connection (see
+        // `drive`); after `online`, so the retained copy we get back is that one.
+        let _ = inner.tx.send(Outgoing::Subscribe(vec![
+            inner.topics.process_status(&inner.process),
+        ]));
     }
     let r = inner.remembered.lock().expect("bus lock poisoned");
     if !r.subscriptions.is_empty() {

@@ -233,3 +233,54 @@ async fn shutdown_gets_out_under_a_flood_nobody_reads() {
     assert_eq!(offline, 1, "our own offline, and no last will");
     src.shutdown().await;
 }
+
+/// A late last will of our own previous connection (a broker that drops a half-open
+/// connection only after our new one has said `online`) would leave us `offline` on the
+/// bus while we run: the client answers it with `online` again. The process, which did not
+/// subscribe to its own status, never sees these messages in its inbox.
+#[tokio::test(flavor = "current_thread")]
+async fn a_late_last_will_is_answered_with_online() {
+    let broker = Mosquitto::start();
+    let addr = broker.addr();
+    let rec = Recorder::start(addr, "pvbus/demo/status");
+    let (bus, mut inbox) = Bus::connect(&BusConfig::at(addr), "demo");
+    bus.subscribe("pvbus/other/#");
+    bus.wait_connected().await;
+    let r = rec.clone();
+    tokio::task::spawn_blocking(move || {
+        r.expect("pvbus/demo/status", "online", Duration::from_secs(5))
+    })
+    .await
+    .unwrap();
+    rec.clear();
+    // What the broker does with the old connection's will, retained.
+    mosquitto_pub(
+        addr,
+        &["-r", "-q", "1", "-t", "pvbus/demo/status", "-m", "offline"],
+    );
+    let r = rec.clone();
+    let seen = tokio::task::spawn_blocking(move || {
+        r.wait_for("pvbus/demo/status", Duration::from_secs(5), |p| {
+            p == "online"
+        })
+        .map(|_| r.all().into_iter().map(|m| m.payload).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        seen.as_deref(),
+        Some(&["offline".to_string(), "online".to_string()][..]),
+        "the late will was not answered"
+    );
+    // Our own status is the client's business, not the process's.
+    mosquitto_pub(addr, &["-t", "pvbus/other/x", "-m", "1"]);
+    let m = next_message(&mut inbox, Duration::from_secs(5))
+        .await
+        .expect("a message the process subscribed to");
+    assert_eq!(m.topic, "pvbus/other/x");
+    // A clean shutdown's own `offline` is not contradicted.
+    rec.clear();
+    bus.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rec.last("pvbus/demo/status").as_deref(), Some("offline"));
+}
