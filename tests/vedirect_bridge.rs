@@ -378,3 +378,73 @@ fn decode_reads_a_serial_port_live() {
     let _ = decode.kill();
     let _ = decode.wait();
 }
+
+/// A cable that stays open but carries only garbage (a wrong baud rate, a damaged line):
+/// no valid block for `stale_after`, so the device goes `offline`, without the port
+/// closing; valid blocks again, and it is back `online`. The test writes the bytes into a
+/// real pseudo-terminal itself: valid blocks from the device model, then noise.
+#[test]
+fn a_port_that_carries_only_garbage_goes_offline_and_recovers() {
+    use std::io::Write as _;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use vedirect::sim::{DeviceKind, SimOptions, Simulator};
+
+    const VALID: u8 = 0;
+    const NOISE: u8 = 1;
+    const STOP: u8 = 2;
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::start(broker.addr(), "pvbus/#");
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave = nix::unistd::ttyname(&pty.slave).unwrap();
+    std::os::unix::fs::symlink(&slave, dir.path().join("mppt")).unwrap();
+    let mut master = std::fs::File::from(pty.master);
+    let phase = Arc::new(AtomicU8::new(VALID));
+    let writer = {
+        let phase = phase.clone();
+        std::thread::spawn(move || {
+            let mut device = Simulator::new(DeviceKind::Mppt, "HQ2150SIM01", SimOptions::default());
+            let mut seed: u32 = 12345;
+            let mut t = 12.0 * 3600.0;
+            loop {
+                let bytes = match phase.load(Ordering::Relaxed) {
+                    VALID => device.text_block(t),
+                    NOISE => {
+                        // Label-looking lines and random bytes: nothing sums to 0 mod 256
+                        // by design except by chance, which the bridge must reject too.
+                        let mut b = b"\r\nPPV\t120\r\nV\t12800\r\nChecksum\t".to_vec();
+                        for _ in 0..100 {
+                            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                            b.push((seed >> 16) as u8);
+                        }
+                        b
+                    }
+                    _ => return,
+                };
+                if master.write_all(&bytes).is_err() {
+                    return;
+                }
+                t += 1.0;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let _bridge = bridge(&broker, dir.path(), &["mppt"], "");
+    let availability = "pvbus/vedirect/mppt_roof/availability";
+    rec.expect(availability, "online", WAIT);
+
+    phase.store(NOISE, Ordering::Relaxed);
+    rec.expect(availability, "offline", WAIT);
+    assert_eq!(rec.last("pvbus/vedirect/status").as_deref(), Some("online"));
+
+    rec.clear();
+    phase.store(VALID, Ordering::Relaxed);
+    rec.expect(availability, "online", WAIT);
+    assert!(
+        rec.wait_for("pvbus/vedirect/mppt_roof/state", WAIT, |_| true)
+            .is_some()
+    );
+    phase.store(STOP, Ordering::Relaxed);
+    writer.join().unwrap();
+}

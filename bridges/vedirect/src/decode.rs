@@ -117,11 +117,18 @@ pub struct Reading {
 }
 
 impl Reading {
+    /// One name per value: when two labels decode to the same name (`FW` and `FWE`, both
+    /// `firmware`, as some MPPTs send), the later one wins, in the place of the first, so
+    /// that the JSON object never has a key twice.
     pub fn from_block(block: &TextBlock) -> Reading {
         let mut reading = Reading::default();
         for (label, value) in block.fields() {
             match decode_field(label, value) {
-                Ok(values) => reading.fields.extend(values),
+                Ok(values) => {
+                    for (name, value) in values {
+                        reading.set(name, value);
+                    }
+                }
                 Err(e) => {
                     reading.fields.push((
                         Cow::Owned(label.to_string()),

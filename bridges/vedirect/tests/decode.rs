@@ -114,6 +114,28 @@ fn inverter_block_and_unknown_pid() {
     assert!(j["warning_reason"].is_array());
 }
 
+/// MPPT RS and 250/85 send both FW and FWE: one `firmware` key, the 24-bit form.
+#[test]
+fn two_labels_of_one_name_give_one_key() {
+    let bytes = vedirect::text::encode_block(&[
+        ("PID", "0xA053"),
+        ("FW", "159"),
+        ("FWE", "0159FF"),
+        ("V", "12800"),
+    ])
+    .unwrap();
+    let events = Parser::new().feed_all(&bytes);
+    let Event::Block(b) = &events[0] else {
+        panic!("{events:?}")
+    };
+    let json = Reading::from_block(b).to_json(None);
+    assert_eq!(json.matches("\"firmware\"").count(), 1, "{json}");
+    let fwe = vedirect::decode::decode_field("FWE", "0159FF").unwrap()[0]
+        .1
+        .clone();
+    assert_eq!(Reading::from_block(b).get("firmware"), Some(&fwe));
+}
+
 #[test]
 fn unknown_labels_and_codes_are_kept() {
     let bytes = vedirect::text::encode_block(&[
