@@ -177,18 +177,16 @@ fn reading_components(node: &str, device_name: &str, seen: &DeviceSeen) -> Map<S
                 );
                 c
             }
-            Kind::Enum(options) => {
+            Kind::Enum(table) => {
                 let mut c = component("sensor", &unique, device_name, &label, availability);
-                let mut all: Vec<String> = options.iter().map(|s| s.to_string()).collect();
+                let mut all: Vec<String> =
+                    vedirect::decode::names(table).map(String::from).collect();
                 if let Some(extra) = seen.extra_options.get(name) {
                     all.extend(extra.iter().cloned());
                 }
                 c.insert("device_class".into(), "enum".into());
+                c.insert("value_template".into(), enum_template(name, &all).into());
                 c.insert("options".into(), json!(all));
-                c.insert(
-                    "value_template".into(),
-                    from_json(&format!("value_json.{name}")).into(),
-                );
                 c
             }
         };
@@ -469,18 +467,113 @@ fn from_json(expr: &str) -> String {
     format!("{{% if value_json is defined %}}{{{{ {expr} }}}}{{% else %}}None{{% endif %}}")
 }
 
-/// HA's slugify for ASCII names: lower case, runs of anything else become one `_`.
+/// The state of an `enum` sensor: the reading when it is one of `options`, else `None`
+/// (HA's "unknown"). HA refuses a state that is not an option (it logs a warning and keeps
+/// the old state); a value it has not been told of yet (a code the vedirect crate does
+/// not name, seen for the first time) thus shows as unknown until the config announced
+/// again with that value as one more option reaches HA.
+fn enum_template(name: &str, options: &[String]) -> String {
+    let list = serde_json::to_string(options).expect("strings serialise");
+    format!(
+        "{{% if value_json is defined %}}{{% set v = value_json.{name} | string %}}\
+         {{{{ v if v in {list} else None }}}}{{% else %}}None{{% endif %}}"
+    )
+}
+
+/// HA's `slugify` (python-slugify, which it uses to make entity ids from names), for
+/// names in Latin scripts: `Chauffe-eau de l'étang` → `chauffe_eau_de_l_etang`.
+///
+/// Same steps as python-slugify: an ASCII apostrophe separates words; every other
+/// character becomes ASCII as unidecode writes it (`é` → `e`, `œ` → `oe`, `ß` → `ss`,
+/// `°` → `deg`, `’` → `'`, `€` → `EUR`); lower case; the apostrophes that transliteration
+/// gave vanish (`l’étang` → `letang`); a comma between digits vanishes (`1,5` → `15`);
+/// every run of anything but `a-z0-9` is one `_`, none at either end; nothing left is
+/// `unknown`. Characters beyond Latin-1 and Latin Extended-A (and a few typographic
+/// ones) have no transliteration here and separate words: HA would transliterate Greek
+/// or Cyrillic names, so give such devices a Latin name in `[homeassistant.names]`.
 pub fn slugify(text: &str) -> String {
-    let mut out = String::new();
+    if text.is_empty() {
+        return String::new();
+    }
+    let mut ascii = String::with_capacity(text.len());
     for c in text.chars() {
-        if c.is_ascii_alphanumeric() {
-            out.push(c.to_ascii_lowercase());
+        match c {
+            '\'' => ascii.push('-'),
+            c if c.is_ascii() => ascii.push(c),
+            c => ascii.push_str(transliterate(c).unwrap_or(" ")),
+        }
+    }
+    let ascii = ascii.to_ascii_lowercase().replace('\'', "");
+    let bytes = ascii.as_bytes();
+    let digit_at = |i: Option<usize>| i.and_then(|i| bytes.get(i)).is_some_and(u8::is_ascii_digit);
+    let mut out = String::with_capacity(bytes.len());
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b',' && digit_at(i.checked_sub(1)) && digit_at(Some(i + 1)) {
+            continue;
+        }
+        if b.is_ascii_alphanumeric() {
+            out.push(char::from(b));
         } else if !out.ends_with('_') {
             out.push('_');
         }
     }
-    out.trim_matches('_').to_string()
+    match out.trim_matches('_') {
+        "" => "unknown".to_string(),
+        slug => slug.to_string(),
+    }
 }
+
+/// What unidecode (after NFKD, as python-slugify does) makes of a non-ASCII character,
+/// for the ones pvbus knows: Latin-1, Latin Extended-A, quotes, dashes, `…`, `€`.
+fn transliterate(c: char) -> Option<&'static str> {
+    let cp = u32::from(c);
+    Some(match cp {
+        0xA0..=0x17F => LATIN[(cp - 0xA0) as usize],
+        0x2018 | 0x2019 => "'",
+        0x201A => ",",
+        0x201C | 0x201D => "\"",
+        0x201E => ",,",
+        0x2013 => "-",
+        0x2014 => "--",
+        0x2022 => "*",
+        0x2026 => "...",
+        0x20AC => "EUR",
+        _ => return None,
+    })
+}
+
+/// U+00A0..U+017F as text_unidecode 1.3 (HA's) writes them after NFKD, eight a line.
+#[rustfmt::skip]
+const LATIN: [&str; 224] = [
+    " ", "!", "C/", "PS", "$?", "Y=", "|", "SS",
+    " ", "(c)", "a", "<<", "!", "", "(r)", " ",
+    "deg", "+-", "2", "3", " ", "m", "P", "*",
+    " ", "1", "o", ">>", "1/4", "1/2", "3/4", "?",
+    "A", "A", "A", "A", "A", "A", "AE", "C",
+    "E", "E", "E", "E", "I", "I", "I", "I",
+    "D", "N", "O", "O", "O", "O", "O", "x",
+    "O", "U", "U", "U", "U", "Y", "Th", "ss",
+    "a", "a", "a", "a", "a", "a", "ae", "c",
+    "e", "e", "e", "e", "i", "i", "i", "i",
+    "d", "n", "o", "o", "o", "o", "o", "/",
+    "o", "u", "u", "u", "u", "y", "th", "y",
+    "A", "a", "A", "a", "A", "a", "C", "c",
+    "C", "c", "C", "c", "C", "c", "D", "d",
+    "D", "d", "E", "e", "E", "e", "E", "e",
+    "E", "e", "E", "e", "G", "g", "G", "g",
+    "G", "g", "G", "g", "H", "h", "H", "h",
+    "I", "i", "I", "i", "I", "i", "I", "i",
+    "I", "i", "IJ", "ij", "J", "j", "K", "k",
+    "k", "L", "l", "L", "l", "L", "l", "L*",
+    "l*", "L", "l", "N", "n", "N", "n", "N",
+    "n", "'n", "ng", "NG", "O", "o", "O", "o",
+    "O", "o", "OE", "oe", "R", "r", "R", "r",
+    "R", "r", "S", "s", "S", "s", "S", "s",
+    "S", "s", "T", "t", "T", "t", "T", "t",
+    "U", "u", "U", "u", "U", "u", "U", "u",
+    "U", "u", "U", "u", "W", "w", "Y", "y",
+    "Y", "Z", "z", "Z", "z", "Z", "z", "s",
+];
 
 /// Whether a retained discovery payload was announced by pvbus.
 pub fn is_ours(payload: &[u8]) -> bool {
@@ -593,6 +686,79 @@ mod tests {
         assert_eq!(
             ctx.parse_config_topic("homeassistant/device/pvbus_relays_pump/config"),
             None
+        );
+    }
+
+    /// Expected values are what HA 2025.4's `homeassistant.util.slugify` returns (run in
+    /// the venv of tests/ha/setup.sh).
+    #[test]
+    fn slugify_transliterates_like_home_assistant() {
+        for (name, slug) in [
+            ("élec", "elec"),
+            ("Pompe à eau Mode", "pompe_a_eau_mode"),
+            ("Chauffe-eau de l'étang Mode", "chauffe_eau_de_l_etang_mode"),
+            ("Chauffe-eau de l’étang Mode", "chauffe_eau_de_letang_mode"),
+            ("Œuvre Façade Sœur", "oeuvre_facade_soeur"),
+            ("Straße Größe", "strasse_grosse"),
+            ("Température °C", "temperature_degc"),
+            ("Ça coûte 1,5 €", "ca_coute_15_eur"),
+            ("  ÉLÈVE -- naïf__ ", "eleve_naif"),
+            (
+                "Roof charger  Battery 2 voltage",
+                "roof_charger_battery_2_voltage",
+            ),
+            ("Ølhus Ærø", "olhus_aero"),
+            ("Ĳssel Ŀl", "ijssel_l_l"),
+            ("«Serre» n°2", "serre_ndeg2"),
+            ("...", "unknown"),
+            ("", ""),
+        ] {
+            assert_eq!(slugify(name), slug, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn an_enum_shows_only_its_options() {
+        let config = HomeAssistantConfig::default();
+        let topics = Topics::default();
+        let ctx = Context {
+            config: &config,
+            topics: &topics,
+        };
+        let inv = inventory(&[(
+            "pvbus/vedirect/mppt/state",
+            r#"{"ts":1,"error":"no_error","tracker_mode":7,"device_mode":"on","dc_monitor_mode":"fridge"}"#,
+        )]);
+        let (_, p) = device_config(
+            &ctx,
+            &inv,
+            "vedirect",
+            "mppt",
+            &inv.devices[&("vedirect".into(), "mppt".into())],
+        );
+        let c = &p["components"];
+        for name in ["error", "tracker_mode", "device_mode", "dc_monitor_mode"] {
+            assert_eq!(c[name]["device_class"], "enum", "{name}");
+            assert_eq!(c[name]["entity_category"], "diagnostic", "{name}");
+        }
+        let options = |name: &str| -> Vec<String> {
+            serde_json::from_value(c[name]["options"].clone()).unwrap()
+        };
+        let errors: Vec<String> = vedirect::decode::names(vedirect::decode::ERRORS)
+            .map(String::from)
+            .collect();
+        assert_eq!(options("error"), errors, "every name of the vedirect table");
+        // The code 7 is no tracker mode the vedirect crate names: one more option.
+        assert_eq!(
+            options("tracker_mode"),
+            ["off", "voltage_or_current_limited", "mppt_active", "7"]
+        );
+        let template = c["tracker_mode"]["value_template"].as_str().unwrap();
+        assert!(
+            template.contains(r#"value_json.tracker_mode | string"#)
+                && template.contains(r#"["off","voltage_or_current_limited","mppt_active","7"]"#)
+                && template.contains("else None"),
+            "{template}"
         );
     }
 
