@@ -57,17 +57,29 @@ impl Stack {
 
     /// `extra` is appended to the configuration file (e.g. a `[homeassistant]` section).
     pub fn start_with(parts: Parts, extra: &str) -> Stack {
+        Stack::start_full(parts, extra, false)
+    }
+
+    /// Also the simulated panel (`pvbus tm1638` and `pvbus lcd`, started after the
+    /// relays and before `pvbus homeassistant`).
+    pub fn start_with_panel(parts: Parts, extra: &str) -> Stack {
+        Stack::start_full(parts, extra, true)
+    }
+
+    fn start_full(parts: Parts, extra: &str, panel: bool) -> Stack {
         let broker = Mosquitto::start();
-        let demo = DemoStack::builder(PVBUS)
+        let mut builder = DemoStack::builder(PVBUS)
             .broker(DemoBroker::External(broker.addr()))
             .device("mppt", "mppt_roof", "HQSIMMPPT01")
             .device("bmv", "bmv", "HQSIMBMV01")
             .vedirect_config("stale_after = 5")
             .relay("water_heater", 17)
             .relay("pump", 27)
-            .config(extra)
-            .prepare()
-            .unwrap_or_else(|e| panic!("{e}"));
+            .config(extra);
+        if panel {
+            builder = builder.panel();
+        }
+        let demo = builder.prepare().unwrap_or_else(|e| panic!("{e}"));
         let mut stack = Stack { demo, broker };
         if parts.vedirect {
             stack.spawn_simulators().unwrap_or_else(|e| panic!("{e}"));
@@ -75,6 +87,10 @@ impl Stack {
         }
         if parts.relays {
             stack.spawn_process("relays");
+        }
+        if panel {
+            stack.spawn_process("tm1638");
+            stack.spawn_process("lcd");
         }
         if parts.homeassistant {
             stack.spawn_process("homeassistant");
@@ -93,6 +109,10 @@ impl Stack {
             rec.expect("pvbus/relays/status", "online", wait);
             rec.wait_for("pvbus/relays/water_heater/mode", wait, |_| true)
                 .expect("the relay bridge never published its modes");
+        }
+        if panel {
+            rec.expect("pvbus/tm1638/status", "online", wait);
+            rec.expect("pvbus/lcd/status", "online", wait);
         }
         if parts.homeassistant {
             rec.expect("pvbus/homeassistant/status", "online", wait);

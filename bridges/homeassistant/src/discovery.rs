@@ -17,7 +17,7 @@ use pvbus_bus::Topics;
 use pvbus_bus::contract::{OFFLINE, ONLINE};
 use serde_json::{Map, Value, json};
 
-use crate::config::HomeAssistantConfig;
+use crate::config::{HomeAssistantConfig, LcdPanel, Tm1638Panel};
 use crate::inventory::{DeviceSeen, Inventory};
 use crate::readings::{self, Kind};
 
@@ -104,7 +104,237 @@ pub fn announcements(ctx: &Context<'_>, inv: &Inventory) -> BTreeMap<String, Str
         let (node, payload) = site_config(ctx, inv);
         put(node, payload);
     }
+    let panels = &ctx.config.panels;
+    if let Some(panel) = &panels.tm1638
+        && inv.processes.contains(TM1638)
+    {
+        let (node, payload) = tm1638_config(ctx, inv, panel);
+        put(node, payload);
+    }
+    if let Some(panel) = &panels.lcd
+        && inv.processes.contains(LCD)
+    {
+        let (node, payload) = lcd_config(ctx, inv, panel);
+        put(node, payload);
+    }
     out
+}
+
+const TM1638: &str = pvbus_panel::tm1638_process::PROCESS;
+const LCD: &str = pvbus_panel::lcd_process::PROCESS;
+
+/// The components of a panel, added one by one; they all share the panel process's
+/// availability (given at the device level).
+struct PanelComponents<'a> {
+    node: String,
+    device_name: &'a str,
+    components: Map<String, Value>,
+}
+
+impl PanelComponents<'_> {
+    fn add(&mut self, key: &str, platform: &str, name: &str, extra: Value) {
+        let none = Value::Array(Vec::new());
+        let unique = format!("{}_{key}", self.node);
+        let mut c = component(platform, &unique, self.device_name, name, &none);
+        if let Value::Object(extra) = extra {
+            c.extend(extra);
+        }
+        self.components.insert(key.to_string(), Value::Object(c));
+    }
+
+    /// A button: an `event` entity fed by the panel's press messages
+    /// (`{"event_type":"press","ts":…}`).
+    fn button(&mut self, key: &str, name: &str, topic: String) {
+        self.add(
+            key,
+            "event",
+            name,
+            json!({
+                "state_topic": topic,
+                "event_types": ["press"],
+                "device_class": "button",
+            }),
+        );
+    }
+
+    fn payload(
+        self,
+        ctx: &Context<'_>,
+        inv: &Inventory,
+        process: &str,
+        model: &str,
+    ) -> (String, Value) {
+        let payload = json!({
+            "device": {
+                "identifiers": [self.node],
+                "name": self.device_name,
+                "manufacturer": "pvbus",
+                "model": model,
+            },
+            "origin": origin(),
+            "qos": 1,
+            "components": self.components,
+        });
+        let availability = ctx.availability(inv, process, None);
+        (self.node, shared(payload, None, availability))
+    }
+}
+
+/// A chain of TM1638 boards: its buttons as `event` entities, the digits as a `text`
+/// (what they show; a text sent there replaces the relay modes, empty gives them back),
+/// each LED as a `switch` (holds it; `auto` gives it back to its relay: an automation's
+/// `mqtt.publish`), the brightness as a `number` and the display's on/off as a `switch`.
+pub fn tm1638_config(ctx: &Context<'_>, inv: &Inventory, panel: &Tm1638Panel) -> (String, Value) {
+    let t = ctx.topics;
+    let item = |item: &str| t.panel_item(TM1638, item);
+    let set = |item: &str| t.panel_item_set(TM1638, item);
+    let mut p = PanelComponents {
+        node: format!("{}_{TM1638}", ctx.base_key()),
+        device_name: ctx.config.name_of(TM1638),
+        components: Map::new(),
+    };
+    for n in 1..=panel.buttons {
+        p.button(
+            &format!("button_{n}"),
+            &format!("Button {n}"),
+            t.panel_button(TM1638, &n.to_string()),
+        );
+    }
+    p.add(
+        "display",
+        "text",
+        "Display",
+        json!({
+            "state_topic": item("display"),
+            "command_topic": set("display"),
+            // One character per digit, and a lit point as `.` after its digit.
+            "max": panel.digits * 2,
+            "min": 0,
+            "retain": false,
+            "icon": "mdi:numeric",
+        }),
+    );
+    for n in 1..=panel.leds {
+        let led = format!("led/{n}");
+        p.add(
+            &format!("led_{n}"),
+            "switch",
+            &format!("LED {n}"),
+            json!({
+                "state_topic": item(&led),
+                "command_topic": set(&led),
+                "payload_on": "ON",
+                "payload_off": "OFF",
+                "retain": false,
+                "icon": "mdi:led-on",
+            }),
+        );
+    }
+    p.add(
+        "brightness",
+        "number",
+        "Brightness",
+        json!({
+            "state_topic": item("brightness"),
+            "command_topic": set("brightness"),
+            "min": 0,
+            "max": 7,
+            "step": 1,
+            "mode": "slider",
+            // `off` (display off) is no level: unknown, as HA's `payload_reset`.
+            "value_template": "{{ 'None' if value == 'off' else value }}",
+            "retain": false,
+            "entity_category": "config",
+            "icon": "mdi:brightness-6",
+        }),
+    );
+    p.add(
+        "display_on",
+        "switch",
+        "Display on",
+        json!({
+            "state_topic": item("brightness"),
+            "value_template": "{{ 'OFF' if value == 'off' else 'ON' }}",
+            "state_on": "ON",
+            "state_off": "OFF",
+            "command_topic": set("brightness"),
+            "payload_on": "on",
+            "payload_off": "off",
+            "retain": false,
+            "entity_category": "config",
+            "icon": "mdi:power",
+        }),
+    );
+    p.payload(ctx, inv, TM1638, "TM1638 panel")
+}
+
+/// The LCD plate: each line as a `text` (what it shows; a text sent there holds the line
+/// over every page, empty releases it), the backlight as a `select` (`auto` or a
+/// colour; it shows the colour lit), the page as a `number`, and its five buttons as
+/// `event` entities.
+pub fn lcd_config(ctx: &Context<'_>, inv: &Inventory, panel: &LcdPanel) -> (String, Value) {
+    use hd44780_mcp23017::{Button, Color, plate::COLUMNS, plate::ROWS};
+    let t = ctx.topics;
+    let item = |item: &str| t.panel_item(LCD, item);
+    let set = |item: &str| t.panel_item_set(LCD, item);
+    let mut p = PanelComponents {
+        node: format!("{}_{LCD}", ctx.base_key()),
+        device_name: ctx.config.name_of(LCD),
+        components: Map::new(),
+    };
+    for n in 1..=ROWS {
+        let line = format!("line/{n}");
+        p.add(
+            &format!("line_{n}"),
+            "text",
+            &format!("Line {n}"),
+            json!({
+                "state_topic": item(&line),
+                "command_topic": set(&line),
+                "max": COLUMNS,
+                "min": 0,
+                "retain": false,
+                "icon": "mdi:card-text-outline",
+            }),
+        );
+    }
+    let mut colours = vec!["auto"];
+    colours.extend(Color::ALL.map(Color::name));
+    p.add(
+        "backlight",
+        "select",
+        "Backlight",
+        json!({
+            "state_topic": item("backlight"),
+            "command_topic": set("backlight"),
+            "options": colours,
+            "retain": false,
+            "icon": "mdi:palette",
+        }),
+    );
+    p.add(
+        "page",
+        "number",
+        "Page",
+        json!({
+            "state_topic": item("page"),
+            "command_topic": set("page"),
+            "min": 1,
+            "max": panel.pages.max(1),
+            "step": 1,
+            "mode": "box",
+            "retain": false,
+            "icon": "mdi:book-open-page-variant",
+        }),
+    );
+    for button in Button::ALL {
+        p.button(
+            &format!("button_{}", button.name()),
+            &format!("Button {}", button.name()),
+            t.panel_button(LCD, button.name()),
+        );
+    }
+    p.payload(ctx, inv, LCD, "16x2 LCD plate")
 }
 
 /// Component config common to every entity.
@@ -759,6 +989,74 @@ mod tests {
                 && template.contains(r#"["off","voltage_or_current_limited","mppt_active","7"]"#)
                 && template.contains("else None"),
             "{template}"
+        );
+    }
+
+    #[test]
+    fn panels_only_when_configured_and_on_the_bus() {
+        let mut config = HomeAssistantConfig::default();
+        let topics = Topics::default();
+        let tm1638 = "homeassistant/device/pvbus_tm1638/config";
+        let lcd = "homeassistant/device/pvbus_lcd/config";
+        let on_bus = inventory(&[
+            ("pvbus/tm1638/status", "online"),
+            ("pvbus/lcd/status", "offline"),
+        ]);
+        let ctx = Context {
+            config: &config,
+            topics: &topics,
+        };
+        let all = announcements(&ctx, &on_bus);
+        assert!(
+            !all.contains_key(tm1638) && !all.contains_key(lcd),
+            "not configured"
+        );
+        config.panels.tm1638 = Some(Tm1638Panel {
+            buttons: 16,
+            leds: 8,
+            digits: 8,
+        });
+        config.panels.lcd = Some(LcdPanel { pages: 3 });
+        let ctx = Context {
+            config: &config,
+            topics: &topics,
+        };
+        assert!(
+            announcements(&ctx, &Inventory::default()).is_empty(),
+            "never on the bus"
+        );
+        let all = announcements(&ctx, &on_bus);
+        let p: Value = serde_json::from_str(&all[tm1638]).unwrap();
+        let c = p["components"].as_object().unwrap();
+        assert_eq!(c.values().filter(|c| c["platform"] == "event").count(), 16);
+        assert_eq!(
+            c.values().filter(|c| c["platform"] == "switch").count(),
+            8 + 1,
+            "8 LEDs and the display's on/off"
+        );
+        assert_eq!(c["button_16"]["state_topic"], "pvbus/tm1638/button/16");
+        assert_eq!(
+            c["button_16"]["default_entity_id"],
+            "event.tm1638_button_16"
+        );
+        assert_eq!(c["led_3"]["command_topic"], "pvbus/tm1638/led/3/set");
+        assert_eq!(c["display"]["max"], 16);
+        assert_eq!(p["availability"][0]["topic"], "pvbus/tm1638/status");
+        let p: Value = serde_json::from_str(&all[lcd]).unwrap();
+        let c = &p["components"];
+        assert_eq!(c["line_2"]["command_topic"], "pvbus/lcd/line/2/set");
+        assert_eq!(c["line_2"]["max"], 16);
+        assert_eq!(c["page"]["max"], 3);
+        assert_eq!(
+            c["backlight"]["options"],
+            json!([
+                "auto", "off", "red", "green", "blue", "yellow", "teal", "violet", "white"
+            ])
+        );
+        assert_eq!(c["button_select"]["state_topic"], "pvbus/lcd/button/select");
+        assert_eq!(
+            c["button_left"]["default_entity_id"],
+            "event.lcd_button_left"
         );
     }
 
