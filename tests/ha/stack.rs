@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use pvbus_testkit::{Child, DemoBroker, DemoStack, Mosquitto, Recorder};
+use pvbus_testkit::{
+    Child, DemoBroker, DemoStack, Mosquitto, Recorder, free_port, wait_for_listener,
+};
 
 pub const PVBUS: &str = env!("CARGO_BIN_EXE_pvbus");
 
@@ -159,6 +161,34 @@ pub fn demo_config(port: u16, dir: &Path) -> PathBuf {
 /// VE.Direct charger, the site, the rules and the discovery have published.
 pub fn start_demo(broker: &Mosquitto, dir: &Path) -> (Child, PathBuf) {
     let config = demo_config(broker.port, dir);
+    let demo = run_demo(&config, broker.addr(), dir, &[]);
+    (demo, config)
+}
+
+/// `pvbus run` on examples/demo.toml as shipped, with its own embedded broker (`pvbus
+/// broker`): only the broker's port (a free one instead of 1883) and the folder (`dir`
+/// instead of /tmp/pvbus-demo) change. Returns once the panel is online too, with the
+/// broker's address.
+pub fn start_demo_embedded(dir: &Path) -> (Child, std::net::SocketAddr) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let demo = std::fs::read_to_string(root.join("examples/demo.toml")).expect("the demo");
+    let listen = "listen = \"127.0.0.1:1883\"";
+    assert!(
+        demo.contains(listen) && demo.contains("/tmp/pvbus-demo"),
+        "examples/demo.toml no longer has {listen} and /tmp/pvbus-demo: update this test"
+    );
+    let port = free_port();
+    let text = demo
+        .replacen(listen, &format!("listen = \"127.0.0.1:{port}\""), 1)
+        .replace("/tmp/pvbus-demo", &dir.display().to_string());
+    let config = dir.join("demo.toml");
+    std::fs::write(&config, text).unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let demo = run_demo(&config, addr, dir, &["tm1638", "lcd"]);
+    (demo, addr)
+}
+
+fn run_demo(config: &Path, addr: std::net::SocketAddr, dir: &Path, more: &[&str]) -> Child {
     let log = std::fs::File::create(dir.join("run.log")).unwrap();
     let demo = Child::spawn(
         "pvbus run",
@@ -167,10 +197,18 @@ pub fn start_demo(broker: &Mosquitto, dir: &Path) -> (Child, PathBuf) {
             .stdout(Stdio::null())
             .stderr(log),
     );
-    let bus = Recorder::start(broker.addr(), "#");
-    let ready = Duration::from_secs(30);
     let log = || std::fs::read_to_string(dir.join("run.log")).unwrap_or_default();
-    for process in ["vedirect", "relays", "rules", "homeassistant"] {
+    assert!(
+        wait_for_listener(addr, Duration::from_secs(20)),
+        "no broker listens on {addr}; log:\n{}",
+        log()
+    );
+    let bus = Recorder::start(addr, "#");
+    let ready = Duration::from_secs(30);
+    for process in ["vedirect", "relays", "rules", "homeassistant"]
+        .iter()
+        .chain(more)
+    {
         bus.wait_for(&format!("pvbus/{process}/status"), ready, |p| p == "online")
             .unwrap_or_else(|| panic!("{process} never came online in the demo; log:\n{}", log()));
     }
@@ -183,5 +221,5 @@ pub fn start_demo(broker: &Mosquitto, dir: &Path) -> (Child, PathBuf) {
         bus.wait_for(topic, ready, |p| !p.is_empty())
             .unwrap_or_else(|| panic!("{topic} never published in the demo; log:\n{}", log()));
     }
-    (demo, config)
+    demo
 }

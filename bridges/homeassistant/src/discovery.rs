@@ -701,7 +701,8 @@ fn from_json(expr: &str) -> String {
 /// (HA's "unknown"). HA refuses a state that is not an option (it logs a warning and keeps
 /// the old state); a value it has not been told of yet (a code the vedirect crate does
 /// not name, seen for the first time) thus shows as unknown until the config announced
-/// again with that value as one more option reaches HA.
+/// again with that value as one more option has reached HA, and the device's next state
+/// has (HA keeps its subscription across a config update: no retained replay).
 fn enum_template(name: &str, options: &[String]) -> String {
     let list = serde_json::to_string(options).expect("strings serialise");
     format!(
