@@ -14,6 +14,7 @@ use std::time::Duration;
 use pvbus_testkit::{Recorder, mosquitto_pub};
 use serde_json::Value;
 use stack::{Parts, Stack};
+use vedirect::decode as vedirect_names;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -66,6 +67,51 @@ fn allowed(platform: &str) -> Vec<&'static str> {
             "optimistic",
         ],
         "button" => &["command_topic", "payload_press", "retain", "device_class"],
+        "event" => &[
+            "state_topic",
+            "value_template",
+            "event_types",
+            "device_class",
+        ],
+        "text" => &[
+            "state_topic",
+            "value_template",
+            "command_topic",
+            "command_template",
+            "min",
+            "max",
+            "mode",
+            "pattern",
+            "retain",
+        ],
+        "number" => &[
+            "state_topic",
+            "value_template",
+            "command_topic",
+            "command_template",
+            "min",
+            "max",
+            "step",
+            "mode",
+            "unit_of_measurement",
+            "device_class",
+            "payload_reset",
+            "retain",
+            "optimistic",
+        ],
+        "switch" => &[
+            "state_topic",
+            "value_template",
+            "command_topic",
+            "command_template",
+            "payload_on",
+            "payload_off",
+            "state_on",
+            "state_off",
+            "device_class",
+            "retain",
+            "optimistic",
+        ],
         other => panic!("unexpected platform {other}"),
     };
     COMMON.iter().chain(own).copied().collect()
@@ -75,7 +121,8 @@ fn required(platform: &str) -> &'static [&'static str] {
     match platform {
         "sensor" | "binary_sensor" => &["platform", "unique_id", "state_topic"],
         "select" => &["platform", "unique_id", "command_topic", "options"],
-        "button" => &["platform", "unique_id", "command_topic"],
+        "button" | "text" | "number" | "switch" => &["platform", "unique_id", "command_topic"],
+        "event" => &["platform", "unique_id", "state_topic", "event_types"],
         _ => &[],
     }
 }
@@ -250,7 +297,11 @@ fn schema_problems(topic: &str, payload: &Value) -> Vec<String> {
         }
         if let Some(cat) = c.get("entity_category") {
             // HA refuses `config` on read-only platforms.
-            check(cat == "diagnostic", at(&format!("entity_category {cat}")));
+            let writable = ["select", "button", "text", "number", "switch"].contains(&platform);
+            check(
+                cat == "diagnostic" || (cat == "config" && writable),
+                at(&format!("entity_category {cat}")),
+            );
         }
         if let Some(p) = c.get("suggested_display_precision") {
             check(
@@ -331,8 +382,46 @@ fn schema_problems(topic: &str, payload: &Value) -> Vec<String> {
                 );
                 check(c["retain"] == false, at("commands are never retained"));
             }
-            "button" => {
+            "button" | "switch" => {
                 check(c["retain"] == false, at("commands are never retained"));
+            }
+            "text" => {
+                check(c["retain"] == false, at("commands are never retained"));
+                let (min, max) = (c["min"].as_u64(), c["max"].as_u64());
+                check(
+                    min.is_some_and(|min| max.is_some_and(|max| min <= max && max <= 255)),
+                    at("text needs 0 <= min <= max <= 255"),
+                );
+            }
+            "number" => {
+                check(c["retain"] == false, at("commands are never retained"));
+                let (min, max) = (c["min"].as_f64(), c["max"].as_f64());
+                check(
+                    min.is_some_and(|min| max.is_some_and(|max| min < max)),
+                    at("number needs min < max"),
+                );
+                check(
+                    c.get("mode").is_none_or(|m| {
+                        ["auto", "box", "slider"].contains(&m.as_str().unwrap_or(""))
+                    }),
+                    at("number mode is auto, box or slider"),
+                );
+            }
+            "event" => {
+                let types = c["event_types"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                check(
+                    !types.is_empty() && types.iter().all(Value::is_string),
+                    at("event_types must be a non-empty list of strings"),
+                );
+                if let Some(dc) = c.get("device_class") {
+                    check(
+                        ["button", "doorbell", "motion"].contains(&dc.as_str().unwrap_or("")),
+                        at(&format!("event device_class {dc}")),
+                    );
+                }
             }
             _ => {}
         }
@@ -356,10 +445,12 @@ const MPPT: &str = "homeassistant/device/pvbus_vedirect_mppt_roof/config";
 const BMV: &str = "homeassistant/device/pvbus_vedirect_bmv/config";
 const HEATER: &str = "homeassistant/device/pvbus_relays_water_heater/config";
 const SITE: &str = "homeassistant/device/pvbus_site/config";
+const TM1638: &str = "homeassistant/device/pvbus_tm1638/config";
+const LCD: &str = "homeassistant/device/pvbus_lcd/config";
 
 #[test]
 fn every_payload_follows_the_documented_schema() {
-    let stack = Stack::start(Parts::ALL);
+    let mut stack = Stack::start_with_panel(Parts::ALL, "");
     let addr = stack.broker.addr();
     // The rules' topics, as the rules process would publish them.
     mosquitto_pub(addr, &["-r", "-t", "pvbus/rules/status", "-m", "online"]);
@@ -389,6 +480,8 @@ fn every_payload_follows_the_documented_schema() {
         BMV,
         HEATER,
         SITE,
+        TM1638,
+        LCD,
         "homeassistant/device/pvbus_relays_pump/config",
     ] {
         rec.wait_for(topic, WAIT, |p| !p.is_empty())
@@ -439,6 +532,23 @@ fn every_payload_follows_the_documented_schema() {
             .contains(&"float".into())
     );
     assert_eq!(c["error"]["entity_category"], "diagnostic");
+    // Every enumeration is an enum sensor whose options are the vedirect crate's names.
+    for (name, table) in [
+        ("charge_state", vedirect_names::CHARGE_STATES),
+        ("error", vedirect_names::ERRORS),
+        ("tracker_mode", vedirect_names::TRACKER_MODES),
+    ] {
+        assert_eq!(c[name]["device_class"], "enum", "{name}");
+        let options: Vec<&str> = c[name]["options"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o.as_str().unwrap())
+            .collect();
+        let names: Vec<&str> = table.iter().map(|(_, n)| *n).collect();
+        assert_eq!(options, names, "{name}");
+        assert!(c[name].get("state_class").is_none(), "{name}");
+    }
     assert!(
         c["pv_power"].get("availability").is_none(),
         "shared at the device level"
@@ -457,6 +567,8 @@ fn every_payload_follows_the_documented_schema() {
             "pvbus/vedirect/mppt_roof/availability"
         ]
     );
+    // A battery monitor says its serial number over HEX only; it reaches HA all the same.
+    assert_eq!(all[BMV]["device"]["serial_number"], "HQSIMBMV01");
     let bmv = &all[BMV]["components"];
     assert_eq!(bmv["state_of_charge"]["device_class"], "battery");
     assert_eq!(bmv["charged_energy"]["state_class"], "total_increasing");
@@ -479,6 +591,130 @@ fn every_payload_follows_the_documented_schema() {
     let site = &all[SITE]["components"];
     assert_eq!(site["consumption"]["unit_of_measurement"], "W");
     assert_eq!(site["surplus"]["state_topic"], "pvbus/site/surplus");
+
+    // The panel: one device per panel process, available while that process is.
+    let tm1638 = &all[TM1638];
+    assert_eq!(tm1638["device"]["name"], "tm1638");
+    assert_eq!(tm1638["availability"][0]["topic"], "pvbus/tm1638/status");
+    assert_eq!(tm1638["availability_mode"], "all");
+    let c = tm1638["components"].as_object().unwrap();
+    // One board (`stb = [16]`) of the default kind: 8 buttons, 8 LEDs, 8 digits.
+    let platforms = |p: &str| c.values().filter(|c| c["platform"] == p).count();
+    assert_eq!(platforms("event"), 8, "one event entity per button");
+    assert_eq!(
+        platforms("switch"),
+        8 + 1,
+        "one per LED, and the display's on/off"
+    );
+    let button = &c["button_8"];
+    assert_eq!(button["state_topic"], "pvbus/tm1638/button/8");
+    assert_eq!(button["event_types"], serde_json::json!(["press"]));
+    assert_eq!(button["device_class"], "button");
+    assert_eq!(button["default_entity_id"], "event.tm1638_button_8");
+    let led = &c["led_2"];
+    assert_eq!(led["state_topic"], "pvbus/tm1638/led/2");
+    assert_eq!(led["command_topic"], "pvbus/tm1638/led/2/set");
+    assert_eq!(
+        (&led["payload_on"], &led["payload_off"]),
+        (&"ON".into(), &"OFF".into())
+    );
+    let display = &c["display"];
+    assert_eq!(display["platform"], "text");
+    assert_eq!(display["state_topic"], "pvbus/tm1638/display");
+    assert_eq!(display["command_topic"], "pvbus/tm1638/display/set");
+    assert_eq!(display["max"], 16, "8 digits, each with its point");
+    let brightness = &c["brightness"];
+    assert_eq!(brightness["platform"], "number");
+    assert_eq!(
+        (brightness["min"].as_f64(), brightness["max"].as_f64()),
+        (Some(0.0), Some(7.0))
+    );
+    assert_eq!(brightness["command_topic"], "pvbus/tm1638/brightness/set");
+    let on = &c["display_on"];
+    assert_eq!(on["state_topic"], "pvbus/tm1638/brightness");
+    assert_eq!(
+        (&on["payload_on"], &on["payload_off"]),
+        (&"on".into(), &"off".into())
+    );
+    let lcd = &all[LCD];
+    assert_eq!(lcd["availability"][0]["topic"], "pvbus/lcd/status");
+    let c = &lcd["components"];
+    for n in [1, 2] {
+        let line = &c[format!("line_{n}")];
+        assert_eq!(line["platform"], "text");
+        assert_eq!(line["state_topic"], format!("pvbus/lcd/line/{n}"));
+        assert_eq!(line["command_topic"], format!("pvbus/lcd/line/{n}/set"));
+        assert_eq!(
+            (line["min"].as_u64(), line["max"].as_u64()),
+            (Some(0), Some(16))
+        );
+        assert_eq!(line["default_entity_id"], format!("text.lcd_line_{n}"));
+    }
+    assert_eq!(c["backlight"]["platform"], "select");
+    assert_eq!(
+        c["backlight"]["options"],
+        serde_json::json!([
+            "auto", "off", "red", "green", "blue", "yellow", "teal", "violet", "white"
+        ])
+    );
+    assert_eq!(c["page"]["platform"], "number");
+    assert_eq!(c["page"]["command_topic"], "pvbus/lcd/page/set");
+    for name in ["select", "right", "down", "up", "left"] {
+        let b = &c[format!("button_{name}")];
+        assert_eq!(b["platform"], "event", "{name}");
+        assert_eq!(b["state_topic"], format!("pvbus/lcd/button/{name}"));
+    }
+    // What the panel really sends matches what HA was told to expect: its retained
+    // state on the state topics, and a press on a button's topic as one of the
+    // event types.
+    let panel = Recorder::start(addr, "pvbus/+/button/#");
+    mosquitto_pub(addr, &["-t", "pvbus/tm1638/sim/press", "-m", "8"]);
+    mosquitto_pub(addr, &["-t", "pvbus/lcd/sim/press", "-m", "right"]);
+    for topic in ["pvbus/tm1638/button/8", "pvbus/lcd/button/right"] {
+        let press = panel
+            .wait_for(topic, WAIT, |_| true)
+            .unwrap_or_else(|| panic!("no press on {topic}"));
+        let press: Value = serde_json::from_str(&press).unwrap();
+        assert_eq!(press["event_type"], "press", "{topic}");
+    }
+    let states = Recorder::start(addr, "pvbus/#");
+    for topic in [
+        "pvbus/tm1638/display",
+        "pvbus/tm1638/led/2",
+        "pvbus/tm1638/brightness",
+        "pvbus/lcd/line/1",
+        "pvbus/lcd/backlight",
+        "pvbus/lcd/page",
+    ] {
+        states
+            .wait_for(topic, WAIT, |p| !p.is_empty())
+            .unwrap_or_else(|| panic!("{topic}: nothing retained for HA to show"));
+    }
+    let backlight = states.last("pvbus/lcd/backlight").unwrap();
+    assert!(
+        all[LCD]["components"]["backlight"]["options"]
+            .as_array()
+            .unwrap()
+            .contains(&backlight.as_str().into()),
+        "the colour lit ({backlight}) is one of the select's options"
+    );
+
+    // A panel removed from the configuration is removed from HA at the next start.
+    let ha = 6; // sims 0 and 1, vedirect 2, relays 3, tm1638 4, lcd 5
+    stack
+        .child(ha)
+        .terminate(Duration::from_secs(5))
+        .expect("clean stop");
+    let text = std::fs::read_to_string(&stack.config).unwrap();
+    let (start, end) = (text.find("[tm1638]").unwrap(), text.find("[lcd]").unwrap());
+    std::fs::write(&stack.config, format!("{}{}", &text[..start], &text[end..])).unwrap();
+    rec.clear();
+    stack.spawn_process("homeassistant");
+    rec.expect(TM1638, "", WAIT);
+    assert!(
+        rec.last(LCD).is_none_or(|p| !p.is_empty()),
+        "the LCD, still configured, stays"
+    );
 }
 
 #[test]
@@ -638,4 +874,75 @@ fn a_bad_section_is_refused_with_the_key() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("homeassistant.discovery_prefix"), "{err}");
+}
+
+/// Topics under `filter` that the broker still retains (non-empty), read by a new
+/// subscriber.
+fn retained(addr: std::net::SocketAddr, filter: &str) -> Vec<String> {
+    let rec = Recorder::start(addr, filter);
+    std::thread::sleep(Duration::from_millis(500));
+    rec.latest()
+        .into_iter()
+        .filter(|(_, p)| !p.is_empty())
+        .map(|(t, _)| t)
+        .collect()
+}
+
+#[test]
+fn what_leaves_the_configuration_leaves_home_assistant() {
+    let mut stack = Stack::start(Parts::ALL);
+    let addr = stack.broker.addr();
+    let rec = Recorder::start(addr, "homeassistant/#");
+    let pump = "homeassistant/device/pvbus_relays_pump/config";
+    for topic in [pump, MPPT, BMV, HEATER] {
+        rec.wait_for(topic, WAIT, |p| !p.is_empty())
+            .unwrap_or_else(|| panic!("{topic} never announced"));
+    }
+    assert!(!retained(addr, "pvbus/relays/pump/#").is_empty());
+
+    // The pump leaves the configuration, and the charger gets a name of its own
+    // (its serial number, the same device, now goes by `roof`).
+    let (vedirect, relays) = (2, 3); // sims 0 and 1, then vedirect, relays, homeassistant
+    stack
+        .child(vedirect)
+        .terminate(Duration::from_secs(5))
+        .expect("clean stop");
+    stack
+        .child(relays)
+        .terminate(Duration::from_secs(5))
+        .expect("clean stop");
+    let text = std::fs::read_to_string(&stack.config).unwrap();
+    let pump_block = "[[relays.relay]]\nid = \"pump\"\npin = 27\n";
+    let mppt_name = "HQSIMMPPT01 = \"mppt_roof\"";
+    assert!(
+        text.contains(pump_block) && text.contains(mppt_name),
+        "{text}"
+    );
+    let text = text
+        .replace(pump_block, "")
+        .replace(mppt_name, "HQSIMMPPT01 = \"roof\"");
+    std::fs::write(&stack.config, text).unwrap();
+    stack.spawn_process("relays");
+    stack.spawn_process("vedirect");
+
+    // Gone from HA: an empty retained config.
+    rec.expect(pump, "", WAIT);
+    rec.expect(MPPT, "", WAIT);
+    let roof = "homeassistant/device/pvbus_vedirect_roof/config";
+    let p = rec
+        .wait_for(roof, WAIT, |p| !p.is_empty())
+        .expect("the charger announced under its new name");
+    let p: Value = serde_json::from_str(&p).unwrap();
+    assert_eq!(p["device"]["serial_number"], "HQSIMMPPT01");
+    // And from the bus: nothing left that a newcomer would take for a relay or a device.
+    assert_eq!(retained(addr, "pvbus/relays/pump/#"), Vec::<String>::new());
+    assert_eq!(
+        retained(addr, "pvbus/vedirect/mppt_roof/#"),
+        Vec::<String>::new()
+    );
+    // What is still configured stays, a device that was not renamed included.
+    assert!(rec.last(HEATER).is_some_and(|p| !p.is_empty()));
+    assert!(rec.last(BMV).is_some_and(|p| !p.is_empty()));
+    assert!(retained(addr, "pvbus/relays/water_heater/#").len() >= 4);
+    assert!(stack.log("relays").contains("not in the configuration"));
 }

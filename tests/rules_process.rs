@@ -180,6 +180,17 @@ off = "bmv.battery_power < -200"
         .await
         .unwrap();
 
+    // A status left by an earlier run for a relay that has no rule any more.
+    client
+        .publish(
+            "pvbus/rules/old_pump/status",
+            QoS::AtLeastOnce,
+            true,
+            "on: bmv.state_of_charge >= 95",
+        )
+        .await
+        .unwrap();
+
     let child = Command::new(env!("CARGO_BIN_EXE_pvbus"))
         .args(["rules", "--config"])
         .arg(&config)
@@ -196,6 +207,12 @@ off = "bmv.battery_power < -200"
     next_matching(&mut rx, "first status", |g| {
         g.topic == "pvbus/rules/water_heater/status"
     })
+    .await;
+    next_matching(
+        &mut rx,
+        "the stale status of a relay without a rule cleared",
+        |g| g.topic == "pvbus/rules/old_pump/status" && g.payload.is_empty(),
+    )
     .await;
     next_matching(&mut rx, "heartbeat", |g| {
         g.topic == "pvbus/rules/heartbeat"

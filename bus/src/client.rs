@@ -114,6 +114,7 @@ enum Outgoing {
         retain: bool,
     },
     Subscribe(Vec<String>),
+    Unsubscribe(String),
     /// Publish `offline`, then disconnect.
     Shutdown,
 }
@@ -338,6 +339,14 @@ impl Bus {
         let _ = self.inner.tx.send(Outgoing::Subscribe(vec![filter]));
     }
 
+    /// Ends a subscription (and its renewal after reconnects), e.g. one that was only
+    /// needed to read the retained state at start.
+    pub fn unsubscribe(&self, filter: impl Into<String>) {
+        let filter = filter.into();
+        self.lock().subscriptions.retain(|f| *f != filter);
+        let _ = self.inner.tx.send(Outgoing::Unsubscribe(filter));
+    }
+
     /// A non-retained message at QoS 1 (commands, events, decisions).
     pub fn publish(&self, topic: impl Into<String>, payload: impl Into<Bytes>) {
         self.send(topic.into(), payload.into(), QoS::AtLeastOnce, false);
@@ -446,6 +455,12 @@ async fn forward(
                     .into_iter()
                     .map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
                 if client.subscribe_many(subs).await.is_err() {
+                    break;
+                }
+            }
+            Outgoing::Unsubscribe(filter) => {
+                // Not connected: the new session has no subscription to end.
+                if is_connected && client.unsubscribe(filter).await.is_err() {
                     break;
                 }
             }

@@ -284,3 +284,46 @@ async fn a_late_last_will_is_answered_with_online() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(rec.last("pvbus/demo/status").as_deref(), Some("offline"));
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn unsubscribe_ends_a_subscription_for_good() {
+    let mut broker = Mosquitto::start();
+    let addr = broker.addr();
+    let (bus, mut inbox) = Bus::connect(&BusConfig::at(addr), "demo");
+    bus.subscribe("pvbus/test/census");
+    bus.subscribe("pvbus/test/kept");
+    bus.wait_connected().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    mosquitto_pub(addr, &["-t", "pvbus/test/census", "-m", "1"]);
+    let m = next_message(&mut inbox, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(m.topic, "pvbus/test/census");
+    bus.unsubscribe("pvbus/test/census");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    mosquitto_pub(addr, &["-t", "pvbus/test/census", "-m", "2"]);
+    mosquitto_pub(addr, &["-t", "pvbus/test/kept", "-m", "3"]);
+    let m = next_message(&mut inbox, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        (m.topic.as_str(), &m.payload[..]),
+        ("pvbus/test/kept", &b"3"[..]),
+        "nothing more on the ended subscription"
+    );
+    // Nor after a reconnect, when the others are renewed.
+    broker.restart();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    bus.wait_connected().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    mosquitto_pub(addr, &["-t", "pvbus/test/census", "-m", "4"]);
+    mosquitto_pub(addr, &["-t", "pvbus/test/kept", "-m", "5"]);
+    let m = next_message(&mut inbox, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        (m.topic.as_str(), &m.payload[..]),
+        ("pvbus/test/kept", &b"5"[..])
+    );
+    bus.shutdown().await;
+}

@@ -135,6 +135,11 @@ pub async fn run(
     bus.subscribe(topics.relay_mode_filter());
     // The relay bridge's day figures give back "ran today" after a restart of the rules.
     bus.subscribe(topics.relay_stats("+"));
+    // Statuses the broker keeps for relays that have no rule (any more) are cleared:
+    // nothing would ever update them. Ours come back too, at most every QUIET seconds.
+    bus.subscribe(topics.rule_status_filter());
+    let ruled: std::collections::BTreeSet<String> =
+        rules.relays.iter().map(|r| r.name.clone()).collect();
     info!(relays = rules.relays.len(), "rules loaded");
     let mut engine = Engine::new(rules);
     let mut last_surplus: Option<(f64, i64)> = None;
@@ -157,6 +162,13 @@ pub async fn run(
             event = inbox.recv() => match event {
                 None => break,
                 Some(Event::Message(m)) => {
+                    if let Some(relay) = topics.parse_rule_status(&m.topic) {
+                        if !m.payload.is_empty() && !ruled.contains(relay) {
+                            info!(relay, "no rule for this relay: its status cleared");
+                            bus.clear_retained(m.topic.clone());
+                        }
+                        continue;
+                    }
                     if !take(&mut engine, &bus, &m) {
                         continue;
                     }

@@ -1,8 +1,9 @@
 """End-to-end test of pvbus's MQTT discovery against a real Home Assistant.
 
-Run by tests/homeassistant_e2e.rs (PVBUS_HA_E2E=1), which starts a broker and the pvbus
-processes (VE.Direct simulators and bridge, the relay bridge on a simulated GPIO board,
-`pvbus homeassistant`) and then this script with the Python of a venv that has
+Run by tests/homeassistant_e2e.rs (`cargo test --test homeassistant_e2e -- --ignored`),
+which starts a broker and the pvbus processes (VE.Direct simulators and bridge, the relay
+bridge on a simulated GPIO board, `pvbus homeassistant`; or the whole demo with its
+embedded broker) and then this script with the Python of a venv that has
 `homeassistant` installed (tests/ha/setup.sh). It can also be run by hand against any
 running pvbus (see docs/homeassistant.md).
 
@@ -16,9 +17,16 @@ thing that is wrong:
    class, and that no MQTT discovery error was logged;
 4. marks a device offline on the bus and checks its entities become unavailable, then
    online again;
-5. chooses "Forced on" in a relay's mode select and checks that the relay bridge switched
+5. checks that every entity of every pvbus discovery config exists in HA under the
+   `default_entity_id` pvbus gave it (HA 2025.4 derives ids from the names itself, so this
+   compares pvbus's slugify with HA's, accented names included);
+6. an enumeration with a code the vedirect crate does not name (`"error": 99`): unknown,
+   then `99` once announced as an option, never an HA error;
+7. with --panel: a TM1638 button press seen as an `event`, an LCD line set from HA's
+   `text` entity and released, the TM1638 brightness set from its `number`;
+8. chooses "Forced on" in a relay's mode select and checks that the relay bridge switched
    the relay (mode and real output, read back through HA);
-6. restarts HA and checks everything is found again.
+9. restarts HA and checks everything is found again.
 """
 
 import argparse
@@ -35,6 +43,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import jwt  # PyJWT, a dependency of homeassistant
+import paho.mqtt.client as mqtt_client
 import paho.mqtt.publish as mqtt_publish
 
 START = time.monotonic()
@@ -245,8 +254,18 @@ class HomeAssistant:
         bad = []
         for line in text.splitlines():
             low = line.lower()
+            # HA's log lines: `<date> <time> LEVEL (thread) [logger] message`.
+            serious = any(f" {level} (" in line for level in ("WARNING", "ERROR", "CRITICAL"))
             if ("mqtt" in low or "pvbus" in low) and (
-                "error" in low or "invalid" in low or "warning" in low
+                serious or "invalid" in low
+            ):
+                bad.append(line)
+            # An entity whose state HA refuses (an enum state outside its options, a text
+            # too long) raises in HA's core, not in its MQTT code.
+            elif (
+                "not in the list of options" in low
+                or "too long (maximum length" in low
+                or "too short (minimum length" in low
             ):
                 bad.append(line)
         return bad
@@ -343,6 +362,99 @@ def check_script_device_comes_and_goes(ha, args):
     log("cleared on the bus: the entity is removed from HA")
 
 
+def discovery_configs(args):
+    """The retained discovery configs pvbus announced: node id -> payload."""
+    configs = {}
+
+    def on_message(_client, _userdata, msg):
+        if msg.payload:
+            configs[msg.topic] = json.loads(msg.payload)
+
+    client = mqtt_client.Client(mqtt_client.CallbackAPIVersion.VERSION2)
+    client.on_message = on_message
+    client.connect("127.0.0.1", args.broker_port)
+    client.subscribe("homeassistant/device/+/config", qos=1)
+    client.loop_start()
+    time.sleep(1.5)
+    client.loop_stop()
+    client.disconnect()
+    return {t: c for t, c in configs.items() if c.get("origin", {}).get("name") == "pvbus"}
+
+
+def check_entity_ids(ha, args):
+    """Every component is in HA under the default_entity_id pvbus computed for it."""
+    configs = discovery_configs(args)
+    if not configs:
+        raise Failure("no pvbus discovery config on the broker")
+    count = 0
+    for topic, config in sorted(configs.items()):
+        for key, component in config["components"].items():
+            entity_id = component["default_entity_id"]
+            try:
+                ha.wait(entity_id, 30, lambda: ha.state(entity_id) is not None)
+            except Failure:
+                raise Failure(
+                    f"{topic} component {key}: no {entity_id} in HA; HA has "
+                    + ", ".join(sorted(s["entity_id"] for s in ha.request("GET", "/api/states")
+                                       if s["entity_id"].startswith(entity_id.split(".")[0] + ".")))
+                ) from None
+            count += 1
+    log(f"all {count} entities of {len(configs)} devices are where pvbus said (default_entity_id)")
+    for entity_id in args.expect_entity:
+        if ha.state(entity_id) is None:
+            raise Failure(f"{entity_id} is not in HA")
+    if args.expect_entity:
+        log(f"found {', '.join(args.expect_entity)}")
+
+
+def check_unnamed_code(ha, args):
+    """A code the vedirect crate does not name stays a number; HA shows it, never errs."""
+    topic = "pvbus/script/charger2/state"
+    entity = "sensor.charger2_charger_error"
+    pub = lambda payload: mqtt_publish.single(topic, payload, retain=True, hostname="127.0.0.1", port=args.broker_port)
+    pub(json.dumps({"ts": int(time.time()), "error": "no_error"}))
+    s = ha.wait_state(entity, lambda s: s["state"] == "no_error", 30)
+    attributes_match(s, device_class="enum")
+    if "99" in s["attributes"]["options"]:
+        raise Failure(f"99 is already an option: {s['attributes']['options']}")
+    pub(json.dumps({"ts": int(time.time()), "error": 99}))
+    # Not an option yet: unknown, not an error; pvbus announces it as one more option.
+    s = ha.wait_state(entity, lambda s: "99" in s["attributes"].get("options", []), 30)
+    if s["state"] not in ("unknown", "99") or "no_error" not in s["attributes"]["options"]:
+        raise Failure(f"after an unnamed code: {s}")
+    # HA keeps its subscription when a config changes, so the value shows with the
+    # device's next state (a VE.Direct device sends one every second).
+    pub(json.dumps({"ts": int(time.time()), "error": 99}))
+    ha.wait_state(entity, lambda s: s["state"] == "99", 30)
+    log("an unnamed error code (99): unknown, announced as one more option, then shown as 99")
+    pub("")
+    ha.wait(f"{entity} to be removed", 30, lambda: ha.state(entity) is None)
+
+
+def check_panel(ha, args):
+    # A TM1638 button with no relay behind it (the demo has two relays): an event only.
+    button = "event.tm1638_button_8"
+    before = ha.wait_state(button, lambda s: s["state"] != "unavailable", 30)["state"]
+    mqtt_publish.single("pvbus/tm1638/sim/press", "8", hostname="127.0.0.1", port=args.broker_port)
+    s = ha.wait_state(button, lambda s: s["state"] not in (before, "unavailable", "unknown"), 30)
+    attributes_match(s, event_type="press", device_class="button")
+    log(f"a press of TM1638 button 8 is an event in HA ({s['state']})")
+    # An LCD line held from HA, then released.
+    line = "text.lcd_line_1"
+    shown = ha.wait_state(line, lambda s: s["state"] not in ("unknown", "unavailable", ""), 30)["state"]
+    ha.request("POST", "/api/services/text/set_value", {"entity_id": line, "value": "Hello from HA"})
+    ha.wait_state(line, lambda s: s["state"] == "Hello from HA", 30)
+    ha.request("POST", "/api/services/text/set_value", {"entity_id": line, "value": ""})
+    s = ha.wait_state(line, lambda s: s["state"] not in ("Hello from HA", "", "unknown", "unavailable"), 30)
+    log(f"LCD line 1 held from HA, then released (was {shown!r}, now {s['state']!r})")
+    number = "number.tm1638_brightness"
+    ha.request("POST", "/api/services/number/set_value", {"entity_id": number, "value": 5})
+    ha.wait_state(number, lambda s: is_number(s) and float(s["state"]) == 5, 30)
+    ha.request("POST", "/api/services/number/set_value", {"entity_id": number, "value": 2})
+    ha.wait_state(number, lambda s: is_number(s) and float(s["state"]) == 2, 30)
+    log("TM1638 brightness set to 5 then back to 2 from HA")
+
+
 def check_timed_override(ha, args):
     ha.request("POST", "/api/services/button/press", {"entity_id": f"button.{args.relay}_force_on_for_1h"})
     ha.wait_state(f"select.{args.relay}_mode", lambda s: s["state"] == "Forced on", 30)
@@ -369,6 +481,8 @@ def main():
     p.add_argument("--bmv", default="bmv")
     p.add_argument("--relay", default="water_heater")
     p.add_argument("--rules", action="store_true", help="the rules run: check their entities; Auto lets them decide the output")
+    p.add_argument("--panel", action="store_true", help="the simulated panel runs: check its entities")
+    p.add_argument("--expect-entity", action="append", default=[], help="an entity id that must exist (e.g. from an accented name)")
     args = p.parse_args()
     auto_output = None if args.rules else "off"
 
@@ -377,7 +491,11 @@ def main():
     try:
         ha.start()
         check_entities(ha, args)
+        check_entity_ids(ha, args)
         check_availability(ha, args)
+        check_unnamed_code(ha, args)
+        if args.panel:
+            check_panel(ha, args)
         check_script_device_comes_and_goes(ha, args)
         check_timed_override(ha, args)
         change_mode(ha, args, "Auto", auto_output)

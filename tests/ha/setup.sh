@@ -1,6 +1,7 @@
 #!/bin/sh
 # Creates the Python 3.13 virtualenv with Home Assistant 2025.4 that the end-to-end test
-# (tests/homeassistant_e2e.rs, PVBUS_HA_E2E=1) runs. Takes about 3 minutes from PyPI.
+# (tests/homeassistant_e2e.rs, `cargo test --test homeassistant_e2e -- --ignored`) runs.
+# Takes about 4 minutes from PyPI.
 #
 #   tests/ha/setup.sh [VENV]        # default: target/ha-venv
 #

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use pvbus_testkit::{Child, DemoBroker, DemoStack, Mosquitto, Recorder};
+use pvbus_testkit::{
+    Child, DemoBroker, DemoStack, Mosquitto, Recorder, free_port, wait_for_listener,
+};
 
 pub const PVBUS: &str = env!("CARGO_BIN_EXE_pvbus");
 
@@ -57,17 +59,29 @@ impl Stack {
 
     /// `extra` is appended to the configuration file (e.g. a `[homeassistant]` section).
     pub fn start_with(parts: Parts, extra: &str) -> Stack {
+        Stack::start_full(parts, extra, false)
+    }
+
+    /// Also the simulated panel (`pvbus tm1638` and `pvbus lcd`, started after the
+    /// relays and before `pvbus homeassistant`).
+    pub fn start_with_panel(parts: Parts, extra: &str) -> Stack {
+        Stack::start_full(parts, extra, true)
+    }
+
+    fn start_full(parts: Parts, extra: &str, panel: bool) -> Stack {
         let broker = Mosquitto::start();
-        let demo = DemoStack::builder(PVBUS)
+        let mut builder = DemoStack::builder(PVBUS)
             .broker(DemoBroker::External(broker.addr()))
             .device("mppt", "mppt_roof", "HQSIMMPPT01")
             .device("bmv", "bmv", "HQSIMBMV01")
             .vedirect_config("stale_after = 5")
             .relay("water_heater", 17)
             .relay("pump", 27)
-            .config(extra)
-            .prepare()
-            .unwrap_or_else(|e| panic!("{e}"));
+            .config(extra);
+        if panel {
+            builder = builder.panel();
+        }
+        let demo = builder.prepare().unwrap_or_else(|e| panic!("{e}"));
         let mut stack = Stack { demo, broker };
         if parts.vedirect {
             stack.spawn_simulators().unwrap_or_else(|e| panic!("{e}"));
@@ -75,6 +89,10 @@ impl Stack {
         }
         if parts.relays {
             stack.spawn_process("relays");
+        }
+        if panel {
+            stack.spawn_process("tm1638");
+            stack.spawn_process("lcd");
         }
         if parts.homeassistant {
             stack.spawn_process("homeassistant");
@@ -93,6 +111,10 @@ impl Stack {
             rec.expect("pvbus/relays/status", "online", wait);
             rec.wait_for("pvbus/relays/water_heater/mode", wait, |_| true)
                 .expect("the relay bridge never published its modes");
+        }
+        if panel {
+            rec.expect("pvbus/tm1638/status", "online", wait);
+            rec.expect("pvbus/lcd/status", "online", wait);
         }
         if parts.homeassistant {
             rec.expect("pvbus/homeassistant/status", "online", wait);
@@ -139,6 +161,34 @@ pub fn demo_config(port: u16, dir: &Path) -> PathBuf {
 /// VE.Direct charger, the site, the rules and the discovery have published.
 pub fn start_demo(broker: &Mosquitto, dir: &Path) -> (Child, PathBuf) {
     let config = demo_config(broker.port, dir);
+    let demo = run_demo(&config, broker.addr(), dir, &[]);
+    (demo, config)
+}
+
+/// `pvbus run` on examples/demo.toml as shipped, with its own embedded broker (`pvbus
+/// broker`): only the broker's port (a free one instead of 1883) and the folder (`dir`
+/// instead of /tmp/pvbus-demo) change. Returns once the panel is online too, with the
+/// broker's address.
+pub fn start_demo_embedded(dir: &Path) -> (Child, std::net::SocketAddr) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let demo = std::fs::read_to_string(root.join("examples/demo.toml")).expect("the demo");
+    let listen = "listen = \"127.0.0.1:1883\"";
+    assert!(
+        demo.contains(listen) && demo.contains("/tmp/pvbus-demo"),
+        "examples/demo.toml no longer has {listen} and /tmp/pvbus-demo: update this test"
+    );
+    let port = free_port();
+    let text = demo
+        .replacen(listen, &format!("listen = \"127.0.0.1:{port}\""), 1)
+        .replace("/tmp/pvbus-demo", &dir.display().to_string());
+    let config = dir.join("demo.toml");
+    std::fs::write(&config, text).unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let demo = run_demo(&config, addr, dir, &["tm1638", "lcd"]);
+    (demo, addr)
+}
+
+fn run_demo(config: &Path, addr: std::net::SocketAddr, dir: &Path, more: &[&str]) -> Child {
     let log = std::fs::File::create(dir.join("run.log")).unwrap();
     let demo = Child::spawn(
         "pvbus run",
@@ -147,10 +197,18 @@ pub fn start_demo(broker: &Mosquitto, dir: &Path) -> (Child, PathBuf) {
             .stdout(Stdio::null())
             .stderr(log),
     );
-    let bus = Recorder::start(broker.addr(), "#");
-    let ready = Duration::from_secs(30);
     let log = || std::fs::read_to_string(dir.join("run.log")).unwrap_or_default();
-    for process in ["vedirect", "relays", "rules", "homeassistant"] {
+    assert!(
+        wait_for_listener(addr, Duration::from_secs(20)),
+        "no broker listens on {addr}; log:\n{}",
+        log()
+    );
+    let bus = Recorder::start(addr, "#");
+    let ready = Duration::from_secs(30);
+    for process in ["vedirect", "relays", "rules", "homeassistant"]
+        .iter()
+        .chain(more)
+    {
         bus.wait_for(&format!("pvbus/{process}/status"), ready, |p| p == "online")
             .unwrap_or_else(|| panic!("{process} never came online in the demo; log:\n{}", log()));
     }
@@ -163,5 +221,5 @@ pub fn start_demo(broker: &Mosquitto, dir: &Path) -> (Child, PathBuf) {
         bus.wait_for(topic, ready, |p| !p.is_empty())
             .unwrap_or_else(|| panic!("{topic} never published in the demo; log:\n{}", log()));
     }
-    (demo, config)
+    demo
 }

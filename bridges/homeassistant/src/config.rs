@@ -31,6 +31,33 @@ pub struct HomeAssistantConfig {
     pub override_durations: Vec<String>,
     /// Names shown in HA for device and relay ids.
     pub names: BTreeMap<String, String>,
+    /// The local panel, from its own sections (not a key of `[homeassistant]`).
+    #[serde(skip)]
+    pub panels: Panels,
+}
+
+/// The local panel as its own sections (`[tm1638]`, `[lcd]`) of the same file describe
+/// it: what the bus cannot say (how many buttons a board has, how many pages the LCD
+/// shows). A panel is announced only when it is configured here *and* its process has
+/// been on the bus, so removing its section removes it from HA.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Panels {
+    pub tm1638: Option<Tm1638Panel>,
+    pub lcd: Option<LcdPanel>,
+}
+
+/// A chain of TM1638 boards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tm1638Panel {
+    pub buttons: usize,
+    pub leds: usize,
+    pub digits: usize,
+}
+
+/// The 16x2 LCD plate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LcdPanel {
+    pub pages: usize,
 }
 
 impl Default for HomeAssistantConfig {
@@ -41,6 +68,7 @@ impl Default for HomeAssistantConfig {
             status_topic: None,
             override_durations: vec!["1h".into(), "2h".into(), "4h".into()],
             names: BTreeMap::new(),
+            panels: Panels::default(),
         }
     }
 }

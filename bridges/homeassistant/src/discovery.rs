@@ -17,7 +17,7 @@ use pvbus_bus::Topics;
 use pvbus_bus::contract::{OFFLINE, ONLINE};
 use serde_json::{Map, Value, json};
 
-use crate::config::HomeAssistantConfig;
+use crate::config::{HomeAssistantConfig, LcdPanel, Tm1638Panel};
 use crate::inventory::{DeviceSeen, Inventory};
 use crate::readings::{self, Kind};
 
@@ -104,7 +104,237 @@ pub fn announcements(ctx: &Context<'_>, inv: &Inventory) -> BTreeMap<String, Str
         let (node, payload) = site_config(ctx, inv);
         put(node, payload);
     }
+    let panels = &ctx.config.panels;
+    if let Some(panel) = &panels.tm1638
+        && inv.processes.contains(TM1638)
+    {
+        let (node, payload) = tm1638_config(ctx, inv, panel);
+        put(node, payload);
+    }
+    if let Some(panel) = &panels.lcd
+        && inv.processes.contains(LCD)
+    {
+        let (node, payload) = lcd_config(ctx, inv, panel);
+        put(node, payload);
+    }
     out
+}
+
+const TM1638: &str = pvbus_panel::tm1638_process::PROCESS;
+const LCD: &str = pvbus_panel::lcd_process::PROCESS;
+
+/// The components of a panel, added one by one; they all share the panel process's
+/// availability (given at the device level).
+struct PanelComponents<'a> {
+    node: String,
+    device_name: &'a str,
+    components: Map<String, Value>,
+}
+
+impl PanelComponents<'_> {
+    fn add(&mut self, key: &str, platform: &str, name: &str, extra: Value) {
+        let none = Value::Array(Vec::new());
+        let unique = format!("{}_{key}", self.node);
+        let mut c = component(platform, &unique, self.device_name, name, &none);
+        if let Value::Object(extra) = extra {
+            c.extend(extra);
+        }
+        self.components.insert(key.to_string(), Value::Object(c));
+    }
+
+    /// A button: an `event` entity fed by the panel's press messages
+    /// (`{"event_type":"press","ts":…}`).
+    fn button(&mut self, key: &str, name: &str, topic: String) {
+        self.add(
+            key,
+            "event",
+            name,
+            json!({
+                "state_topic": topic,
+                "event_types": ["press"],
+                "device_class": "button",
+            }),
+        );
+    }
+
+    fn payload(
+        self,
+        ctx: &Context<'_>,
+        inv: &Inventory,
+        process: &str,
+        model: &str,
+    ) -> (String, Value) {
+        let payload = json!({
+            "device": {
+                "identifiers": [self.node],
+                "name": self.device_name,
+                "manufacturer": "pvbus",
+                "model": model,
+            },
+            "origin": origin(),
+            "qos": 1,
+            "components": self.components,
+        });
+        let availability = ctx.availability(inv, process, None);
+        (self.node, shared(payload, None, availability))
+    }
+}
+
+/// A chain of TM1638 boards: its buttons as `event` entities, the digits as a `text`
+/// (what they show; a text sent there replaces the relay modes, empty gives them back),
+/// each LED as a `switch` (holds it; `auto` gives it back to its relay: an automation's
+/// `mqtt.publish`), the brightness as a `number` and the display's on/off as a `switch`.
+pub fn tm1638_config(ctx: &Context<'_>, inv: &Inventory, panel: &Tm1638Panel) -> (String, Value) {
+    let t = ctx.topics;
+    let item = |item: &str| t.panel_item(TM1638, item);
+    let set = |item: &str| t.panel_item_set(TM1638, item);
+    let mut p = PanelComponents {
+        node: format!("{}_{TM1638}", ctx.base_key()),
+        device_name: ctx.config.name_of(TM1638),
+        components: Map::new(),
+    };
+    for n in 1..=panel.buttons {
+        p.button(
+            &format!("button_{n}"),
+            &format!("Button {n}"),
+            t.panel_button(TM1638, &n.to_string()),
+        );
+    }
+    p.add(
+        "display",
+        "text",
+        "Display",
+        json!({
+            "state_topic": item("display"),
+            "command_topic": set("display"),
+            // One character per digit, and a lit point as `.` after its digit.
+            "max": panel.digits * 2,
+            "min": 0,
+            "retain": false,
+            "icon": "mdi:numeric",
+        }),
+    );
+    for n in 1..=panel.leds {
+        let led = format!("led/{n}");
+        p.add(
+            &format!("led_{n}"),
+            "switch",
+            &format!("LED {n}"),
+            json!({
+                "state_topic": item(&led),
+                "command_topic": set(&led),
+                "payload_on": "ON",
+                "payload_off": "OFF",
+                "retain": false,
+                "icon": "mdi:led-on",
+            }),
+        );
+    }
+    p.add(
+        "brightness",
+        "number",
+        "Brightness",
+        json!({
+            "state_topic": item("brightness"),
+            "command_topic": set("brightness"),
+            "min": 0,
+            "max": 7,
+            "step": 1,
+            "mode": "slider",
+            // `off` (display off) is no level: unknown, as HA's `payload_reset`.
+            "value_template": "{{ 'None' if value == 'off' else value }}",
+            "retain": false,
+            "entity_category": "config",
+            "icon": "mdi:brightness-6",
+        }),
+    );
+    p.add(
+        "display_on",
+        "switch",
+        "Display on",
+        json!({
+            "state_topic": item("brightness"),
+            "value_template": "{{ 'OFF' if value == 'off' else 'ON' }}",
+            "state_on": "ON",
+            "state_off": "OFF",
+            "command_topic": set("brightness"),
+            "payload_on": "on",
+            "payload_off": "off",
+            "retain": false,
+            "entity_category": "config",
+            "icon": "mdi:power",
+        }),
+    );
+    p.payload(ctx, inv, TM1638, "TM1638 panel")
+}
+
+/// The LCD plate: each line as a `text` (what it shows; a text sent there holds the line
+/// over every page, empty releases it), the backlight as a `select` (`auto` or a
+/// colour; it shows the colour lit), the page as a `number`, and its five buttons as
+/// `event` entities.
+pub fn lcd_config(ctx: &Context<'_>, inv: &Inventory, panel: &LcdPanel) -> (String, Value) {
+    use hd44780_mcp23017::{Button, Color, plate::COLUMNS, plate::ROWS};
+    let t = ctx.topics;
+    let item = |item: &str| t.panel_item(LCD, item);
+    let set = |item: &str| t.panel_item_set(LCD, item);
+    let mut p = PanelComponents {
+        node: format!("{}_{LCD}", ctx.base_key()),
+        device_name: ctx.config.name_of(LCD),
+        components: Map::new(),
+    };
+    for n in 1..=ROWS {
+        let line = format!("line/{n}");
+        p.add(
+            &format!("line_{n}"),
+            "text",
+            &format!("Line {n}"),
+            json!({
+                "state_topic": item(&line),
+                "command_topic": set(&line),
+                "max": COLUMNS,
+                "min": 0,
+                "retain": false,
+                "icon": "mdi:card-text-outline",
+            }),
+        );
+    }
+    let mut colours = vec!["auto"];
+    colours.extend(Color::ALL.map(Color::name));
+    p.add(
+        "backlight",
+        "select",
+        "Backlight",
+        json!({
+            "state_topic": item("backlight"),
+            "command_topic": set("backlight"),
+            "options": colours,
+            "retain": false,
+            "icon": "mdi:palette",
+        }),
+    );
+    p.add(
+        "page",
+        "number",
+        "Page",
+        json!({
+            "state_topic": item("page"),
+            "command_topic": set("page"),
+            "min": 1,
+            "max": panel.pages.max(1),
+            "step": 1,
+            "mode": "box",
+            "retain": false,
+            "icon": "mdi:book-open-page-variant",
+        }),
+    );
+    for button in Button::ALL {
+        p.button(
+            &format!("button_{}", button.name()),
+            &format!("Button {}", button.name()),
+            t.panel_button(LCD, button.name()),
+        );
+    }
+    p.payload(ctx, inv, LCD, "16x2 LCD plate")
 }
 
 /// Component config common to every entity.
@@ -177,18 +407,16 @@ fn reading_components(node: &str, device_name: &str, seen: &DeviceSeen) -> Map<S
                 );
                 c
             }
-            Kind::Enum(options) => {
+            Kind::Enum(table) => {
                 let mut c = component("sensor", &unique, device_name, &label, availability);
-                let mut all: Vec<String> = options.iter().map(|s| s.to_string()).collect();
+                let mut all: Vec<String> =
+                    vedirect::decode::names(table).map(String::from).collect();
                 if let Some(extra) = seen.extra_options.get(name) {
                     all.extend(extra.iter().cloned());
                 }
                 c.insert("device_class".into(), "enum".into());
+                c.insert("value_template".into(), enum_template(name, &all).into());
                 c.insert("options".into(), json!(all));
-                c.insert(
-                    "value_template".into(),
-                    from_json(&format!("value_json.{name}")).into(),
-                );
                 c
             }
         };
@@ -469,18 +697,114 @@ fn from_json(expr: &str) -> String {
     format!("{{% if value_json is defined %}}{{{{ {expr} }}}}{{% else %}}None{{% endif %}}")
 }
 
-/// HA's slugify for ASCII names: lower case, runs of anything else become one `_`.
+/// The state of an `enum` sensor: the reading when it is one of `options`, else `None`
+/// (HA's "unknown"). HA refuses a state that is not an option (it logs a warning and keeps
+/// the old state); a value it has not been told of yet (a code the vedirect crate does
+/// not name, seen for the first time) thus shows as unknown until the config announced
+/// again with that value as one more option has reached HA, and the device's next state
+/// has (HA keeps its subscription across a config update: no retained replay).
+fn enum_template(name: &str, options: &[String]) -> String {
+    let list = serde_json::to_string(options).expect("strings serialise");
+    format!(
+        "{{% if value_json is defined %}}{{% set v = value_json.{name} | string %}}\
+         {{{{ v if v in {list} else None }}}}{{% else %}}None{{% endif %}}"
+    )
+}
+
+/// HA's `slugify` (python-slugify, which it uses to make entity ids from names), for
+/// names in Latin scripts: `Chauffe-eau de l'étang` → `chauffe_eau_de_l_etang`.
+///
+/// Same steps as python-slugify: an ASCII apostrophe separates words; every other
+/// character becomes ASCII as unidecode writes it (`é` → `e`, `œ` → `oe`, `ß` → `ss`,
+/// `°` → `deg`, `’` → `'`, `€` → `EUR`); lower case; the apostrophes that transliteration
+/// gave vanish (`l’étang` → `letang`); a comma between digits vanishes (`1,5` → `15`);
+/// every run of anything but `a-z0-9` is one `_`, none at either end; nothing left is
+/// `unknown`. Characters beyond Latin-1 and Latin Extended-A (and a few typographic
+/// ones) have no transliteration here and separate words: HA would transliterate Greek
+/// or Cyrillic names, so give such devices a Latin name in `[homeassistant.names]`.
 pub fn slugify(text: &str) -> String {
-    let mut out = String::new();
+    if text.is_empty() {
+        return String::new();
+    }
+    let mut ascii = String::with_capacity(text.len());
     for c in text.chars() {
-        if c.is_ascii_alphanumeric() {
-            out.push(c.to_ascii_lowercase());
+        match c {
+            '\'' => ascii.push('-'),
+            c if c.is_ascii() => ascii.push(c),
+            c => ascii.push_str(transliterate(c).unwrap_or(" ")),
+        }
+    }
+    let ascii = ascii.to_ascii_lowercase().replace('\'', "");
+    let bytes = ascii.as_bytes();
+    let digit_at = |i: Option<usize>| i.and_then(|i| bytes.get(i)).is_some_and(u8::is_ascii_digit);
+    let mut out = String::with_capacity(bytes.len());
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b',' && digit_at(i.checked_sub(1)) && digit_at(Some(i + 1)) {
+            continue;
+        }
+        if b.is_ascii_alphanumeric() {
+            out.push(char::from(b));
         } else if !out.ends_with('_') {
             out.push('_');
         }
     }
-    out.trim_matches('_').to_string()
+    match out.trim_matches('_') {
+        "" => "unknown".to_string(),
+        slug => slug.to_string(),
+    }
 }
+
+/// What unidecode (after NFKD, as python-slugify does) makes of a non-ASCII character,
+/// for the ones pvbus knows: Latin-1, Latin Extended-A, quotes, dashes, `…`, `€`.
+fn transliterate(c: char) -> Option<&'static str> {
+    let cp = u32::from(c);
+    Some(match cp {
+        0xA0..=0x17F => LATIN[(cp - 0xA0) as usize],
+        0x2018 | 0x2019 => "'",
+        0x201A => ",",
+        0x201C | 0x201D => "\"",
+        0x201E => ",,",
+        0x2013 => "-",
+        0x2014 => "--",
+        0x2022 => "*",
+        0x2026 => "...",
+        0x20AC => "EUR",
+        _ => return None,
+    })
+}
+
+/// U+00A0..U+017F as text_unidecode 1.3 (HA's) writes them after NFKD, eight a line.
+#[rustfmt::skip]
+const LATIN: [&str; 224] = [
+    " ", "!", "C/", "PS", "$?", "Y=", "|", "SS",
+    " ", "(c)", "a", "<<", "!", "", "(r)", " ",
+    "deg", "+-", "2", "3", " ", "m", "P", "*",
+    " ", "1", "o", ">>", "1/4", "1/2", "3/4", "?",
+    "A", "A", "A", "A", "A", "A", "AE", "C",
+    "E", "E", "E", "E", "I", "I", "I", "I",
+    "D", "N", "O", "O", "O", "O", "O", "x",
+    "O", "U", "U", "U", "U", "Y", "Th", "ss",
+    "a", "a", "a", "a", "a", "a", "ae", "c",
+    "e", "e", "e", "e", "i", "i", "i", "i",
+    "d", "n", "o", "o", "o", "o", "o", "/",
+    "o", "u", "u", "u", "u", "y", "th", "y",
+    "A", "a", "A", "a", "A", "a", "C", "c",
+    "C", "c", "C", "c", "C", "c", "D", "d",
+    "D", "d", "E", "e", "E", "e", "E", "e",
+    "E", "e", "E", "e", "G", "g", "G", "g",
+    "G", "g", "G", "g", "H", "h", "H", "h",
+    "I", "i", "I", "i", "I", "i", "I", "i",
+    "I", "i", "IJ", "ij", "J", "j", "K", "k",
+    "k", "L", "l", "L", "l", "L", "l", "L*",
+    "l*", "L", "l", "N", "n", "N", "n", "N",
+    "n", "'n", "ng", "NG", "O", "o", "O", "o",
+    "O", "o", "OE", "oe", "R", "r", "R", "r",
+    "R", "r", "S", "s", "S", "s", "S", "s",
+    "S", "s", "T", "t", "T", "t", "T", "t",
+    "U", "u", "U", "u", "U", "u", "U", "u",
+    "U", "u", "U", "u", "W", "w", "Y", "y",
+    "Y", "Z", "z", "Z", "z", "Z", "z", "s",
+];
 
 /// Whether a retained discovery payload was announced by pvbus.
 pub fn is_ours(payload: &[u8]) -> bool {
@@ -593,6 +917,147 @@ mod tests {
         assert_eq!(
             ctx.parse_config_topic("homeassistant/device/pvbus_relays_pump/config"),
             None
+        );
+    }
+
+    /// Expected values are what HA 2025.4's `homeassistant.util.slugify` returns (run in
+    /// the venv of tests/ha/setup.sh).
+    #[test]
+    fn slugify_transliterates_like_home_assistant() {
+        for (name, slug) in [
+            ("élec", "elec"),
+            ("Pompe à eau Mode", "pompe_a_eau_mode"),
+            ("Chauffe-eau de l'étang Mode", "chauffe_eau_de_l_etang_mode"),
+            ("Chauffe-eau de l’étang Mode", "chauffe_eau_de_letang_mode"),
+            ("Œuvre Façade Sœur", "oeuvre_facade_soeur"),
+            ("Straße Größe", "strasse_grosse"),
+            ("Température °C", "temperature_degc"),
+            ("Ça coûte 1,5 €", "ca_coute_15_eur"),
+            ("  ÉLÈVE -- naïf__ ", "eleve_naif"),
+            (
+                "Roof charger  Battery 2 voltage",
+                "roof_charger_battery_2_voltage",
+            ),
+            ("Ølhus Ærø", "olhus_aero"),
+            ("Ĳssel Ŀl", "ijssel_l_l"),
+            ("«Serre» n°2", "serre_ndeg2"),
+            ("...", "unknown"),
+            ("", ""),
+        ] {
+            assert_eq!(slugify(name), slug, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn an_enum_shows_only_its_options() {
+        let config = HomeAssistantConfig::default();
+        let topics = Topics::default();
+        let ctx = Context {
+            config: &config,
+            topics: &topics,
+        };
+        let inv = inventory(&[(
+            "pvbus/vedirect/mppt/state",
+            r#"{"ts":1,"error":"no_error","tracker_mode":7,"device_mode":"on","dc_monitor_mode":"fridge"}"#,
+        )]);
+        let (_, p) = device_config(
+            &ctx,
+            &inv,
+            "vedirect",
+            "mppt",
+            &inv.devices[&("vedirect".into(), "mppt".into())],
+        );
+        let c = &p["components"];
+        for name in ["error", "tracker_mode", "device_mode", "dc_monitor_mode"] {
+            assert_eq!(c[name]["device_class"], "enum", "{name}");
+            assert_eq!(c[name]["entity_category"], "diagnostic", "{name}");
+        }
+        let options = |name: &str| -> Vec<String> {
+            serde_json::from_value(c[name]["options"].clone()).unwrap()
+        };
+        let errors: Vec<String> = vedirect::decode::names(vedirect::decode::ERRORS)
+            .map(String::from)
+            .collect();
+        assert_eq!(options("error"), errors, "every name of the vedirect table");
+        // The code 7 is no tracker mode the vedirect crate names: one more option.
+        assert_eq!(
+            options("tracker_mode"),
+            ["off", "voltage_or_current_limited", "mppt_active", "7"]
+        );
+        let template = c["tracker_mode"]["value_template"].as_str().unwrap();
+        assert!(
+            template.contains(r#"value_json.tracker_mode | string"#)
+                && template.contains(r#"["off","voltage_or_current_limited","mppt_active","7"]"#)
+                && template.contains("else None"),
+            "{template}"
+        );
+    }
+
+    #[test]
+    fn panels_only_when_configured_and_on_the_bus() {
+        let mut config = HomeAssistantConfig::default();
+        let topics = Topics::default();
+        let tm1638 = "homeassistant/device/pvbus_tm1638/config";
+        let lcd = "homeassistant/device/pvbus_lcd/config";
+        let on_bus = inventory(&[
+            ("pvbus/tm1638/status", "online"),
+            ("pvbus/lcd/status", "offline"),
+        ]);
+        let ctx = Context {
+            config: &config,
+            topics: &topics,
+        };
+        let all = announcements(&ctx, &on_bus);
+        assert!(
+            !all.contains_key(tm1638) && !all.contains_key(lcd),
+            "not configured"
+        );
+        config.panels.tm1638 = Some(Tm1638Panel {
+            buttons: 16,
+            leds: 8,
+            digits: 8,
+        });
+        config.panels.lcd = Some(LcdPanel { pages: 3 });
+        let ctx = Context {
+            config: &config,
+            topics: &topics,
+        };
+        assert!(
+            announcements(&ctx, &Inventory::default()).is_empty(),
+            "never on the bus"
+        );
+        let all = announcements(&ctx, &on_bus);
+        let p: Value = serde_json::from_str(&all[tm1638]).unwrap();
+        let c = p["components"].as_object().unwrap();
+        assert_eq!(c.values().filter(|c| c["platform"] == "event").count(), 16);
+        assert_eq!(
+            c.values().filter(|c| c["platform"] == "switch").count(),
+            8 + 1,
+            "8 LEDs and the display's on/off"
+        );
+        assert_eq!(c["button_16"]["state_topic"], "pvbus/tm1638/button/16");
+        assert_eq!(
+            c["button_16"]["default_entity_id"],
+            "event.tm1638_button_16"
+        );
+        assert_eq!(c["led_3"]["command_topic"], "pvbus/tm1638/led/3/set");
+        assert_eq!(c["display"]["max"], 16);
+        assert_eq!(p["availability"][0]["topic"], "pvbus/tm1638/status");
+        let p: Value = serde_json::from_str(&all[lcd]).unwrap();
+        let c = &p["components"];
+        assert_eq!(c["line_2"]["command_topic"], "pvbus/lcd/line/2/set");
+        assert_eq!(c["line_2"]["max"], 16);
+        assert_eq!(c["page"]["max"], 3);
+        assert_eq!(
+            c["backlight"]["options"],
+            json!([
+                "auto", "off", "red", "green", "blue", "yellow", "teal", "violet", "white"
+            ])
+        );
+        assert_eq!(c["button_select"]["state_topic"], "pvbus/lcd/button/select");
+        assert_eq!(
+            c["button_left"]["default_entity_id"],
+            "event.lcd_button_left"
         );
     }
 

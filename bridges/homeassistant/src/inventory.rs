@@ -164,14 +164,21 @@ fn learn(seen: &mut DeviceSeen, topic: &str, payload: &[u8]) -> Observed {
             seen.readings.insert(name.clone(), kind);
             change = true;
         }
-        if let (Kind::Enum(options), Value::String(v)) = (kind, value)
-            && !options.contains(&v.as_str())
+        // A value the table does not name (a code the vedirect crate does not know stays
+        // a number; a script may send any text) becomes one more option.
+        let unnamed = match value {
+            Value::String(v) => Some(v.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
+        if let (Kind::Enum(table), Some(v)) = (kind, unnamed)
+            && !vedirect::decode::names(table).any(|n| n == v)
         {
             change |= seen
                 .extra_options
                 .entry(name.clone())
                 .or_default()
-                .insert(v.clone());
+                .insert(v);
         }
     }
     let identity = Identity {
@@ -246,6 +253,20 @@ mod tests {
         assert!(
             inv.devices[&("vedirect".into(), "mppt".into())].extra_options["charge_state"]
                 .contains("hibernating")
+        );
+        // So does a code the vedirect crate does not name (kept as a number).
+        let code = odd.replace("\"hibernating\"", "99");
+        assert_eq!(
+            see(&mut inv, "pvbus/vedirect/mppt/state", &code),
+            Observed::Changed
+        );
+        assert!(
+            inv.devices[&("vedirect".into(), "mppt".into())].extra_options["charge_state"]
+                .contains("99")
+        );
+        assert_eq!(
+            see(&mut inv, "pvbus/vedirect/mppt/state", &code),
+            Observed::Nothing
         );
         assert_eq!(
             see(&mut inv, "pvbus/vedirect/mppt/state", ""),

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use pvbus_bus::Shutdown;
 use pvbus_bus::config::Settings;
 
-pub use config::HomeAssistantConfig;
+pub use config::{HomeAssistantConfig, LcdPanel, Panels, Tm1638Panel};
 pub use process::{PROCESS, run};
 
 /// Announces every device, relay and the site to Home Assistant by MQTT discovery, and
@@ -51,9 +51,32 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
+    config.panels = panels(&settings);
     let bus = settings.bus()?;
     let (shutdown, _trigger) = Shutdown::on_signals();
     run(config, bus, shutdown).await
+}
+
+/// The panels the file configures, read with the panel's own section types. A section
+/// the panel process would refuse is left out: that process does not run.
+fn panels(settings: &Settings) -> Panels {
+    let present = settings.sections();
+    let has = |name: &str| present.iter().any(|s| s == name);
+    let tm1638 = has("tm1638")
+        .then(|| settings.load_section::<pvbus_panel::Tm1638Config>())
+        .and_then(Result::ok)
+        .map(|c| Tm1638Panel {
+            buttons: c.buttons(),
+            leds: c.leds(),
+            digits: c.digits(),
+        });
+    let lcd = has("lcd")
+        .then(|| settings.load_section::<pvbus_panel::LcdConfig>())
+        .and_then(Result::ok)
+        .map(|c| LcdPanel {
+            pages: c.pages.len(),
+        });
+    Panels { tm1638, lcd }
 }
 
 /// The names in `[[relays.relay]]`, and nothing else of that section.
@@ -90,6 +113,39 @@ impl std::fmt::Display for RelayId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn panels_are_read_from_their_own_sections() {
+        let none = Settings::from_toml("[homeassistant]\n").unwrap();
+        assert_eq!(panels(&none), Panels::default());
+        let both = Settings::from_toml(
+            "[tm1638]\nstb = [16, 13]\n[lcd]\nbackend = \"sim\"\nsim_dir = \"/tmp/x\"\npages = [[\"a\"], [\"b\", \"c\"], [\"d\"]]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            panels(&both),
+            Panels {
+                tm1638: Some(Tm1638Panel {
+                    buttons: 16,
+                    leds: 16,
+                    digits: 16
+                }),
+                lcd: Some(LcdPanel { pages: 3 }),
+            }
+        );
+        let keys16 = Settings::from_toml("[tm1638]\nboard = \"keys16\"\n").unwrap();
+        assert_eq!(
+            panels(&keys16).tm1638,
+            Some(Tm1638Panel {
+                buttons: 16,
+                leds: 0,
+                digits: 8
+            })
+        );
+        // A section its process would refuse: that panel does not run.
+        let bad = Settings::from_toml("[tm1638]\nbrightness = 9\n").unwrap();
+        assert_eq!(panels(&bad).tm1638, None);
+    }
 
     #[test]
     fn relay_names_are_read_from_the_relays_section() {

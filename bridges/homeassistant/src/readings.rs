@@ -12,9 +12,11 @@ pub enum Kind {
     Sensor,
     /// `true`/`false`: a `binary_sensor`.
     Binary,
-    /// A snake_case enumeration: an `enum` sensor whose options are these names, plus any
-    /// other value seen on the bus (a newer firmware may add states).
-    Enum(&'static [&'static str]),
+    /// A snake_case enumeration: an `enum` sensor whose options are the names of this
+    /// table of the `vedirect` crate (the one that names the codes), plus any other value
+    /// seen on the bus: a code the table does not know stays the raw number on the bus
+    /// (`"error":99`) and becomes the option `"99"`.
+    Enum(&'static [(i64, &'static str)]),
     /// A list of snake_case names (alarm reasons): a text sensor showing them joined,
     /// `none` when the list is empty.
     List,
@@ -57,7 +59,7 @@ pub struct Reading {
     pub diagnostic: bool,
 }
 
-pub use pvbus_bus::contract::CHARGE_STATES;
+use vedirect::decode::{CHARGE_STATES, DEVICE_MODES, ERRORS, MONITOR_MODES, TRACKER_MODES};
 
 use Kind::{Binary, Enum, Hidden, Identity, List, Sensor};
 use StateClass::{Measurement as M, TotalIncreasing as T};
@@ -133,9 +135,6 @@ const fn amp_hours(name: &'static str, label: &'static str, diagnostic: bool) ->
 }
 const fn counter(name: &'static str, label: &'static str) -> Reading {
     row(name, label, None, None, Some(T), Some(0), true)
-}
-const fn text(name: &'static str, label: &'static str, diagnostic: bool) -> Reading {
-    row(name, label, None, None, None, None, diagnostic)
 }
 const fn special(name: &'static str, label: &'static str, kind: Kind, diagnostic: bool) -> Reading {
     Reading {
@@ -235,9 +234,9 @@ pub const TABLE: &[Reading] = &[
     volts("pv_voltage", "PV voltage", false),
     watts("pv_power", "PV power"),
     special("charge_state", "Charge state", Enum(CHARGE_STATES), false),
-    text("error", "Charger error", true),
-    text("tracker_mode", "Tracker mode", true),
-    text("device_mode", "Device mode", true),
+    special("error", "Charger error", Enum(ERRORS), true),
+    special("tracker_mode", "Tracker mode", Enum(TRACKER_MODES), true),
+    special("device_mode", "Device mode", Enum(DEVICE_MODES), true),
     kwh("yield_total", "Yield total", Some(T)),
     kwh("yield_today", "Yield today", Some(T)),
     kwh("yield_yesterday", "Yield yesterday", None),
@@ -325,7 +324,12 @@ pub const TABLE: &[Reading] = &[
     volts("max_aux_voltage", "Maximum auxiliary voltage", true),
     kwh("discharged_energy", "Discharged energy", Some(T)),
     kwh("charged_energy", "Charged energy", Some(T)),
-    text("dc_monitor_mode", "DC monitor mode", true),
+    special(
+        "dc_monitor_mode",
+        "DC monitor mode",
+        Enum(MONITOR_MODES),
+        true,
+    ),
     // Site totals.
     watts("consumption", "Consumption"),
     // Generic names for scripts and plugins.
@@ -477,13 +481,36 @@ mod tests {
     }
 
     #[test]
-    fn history_counters_are_diagnostics_and_charge_state_is_an_enum() {
+    fn history_counters_are_diagnostics_and_enumerations_are_enums() {
         assert!(lookup("charge_cycles").unwrap().diagnostic);
         assert!(lookup("min_battery_voltage").unwrap().diagnostic);
         assert!(!lookup("battery_voltage").unwrap().diagnostic);
-        match lookup("charge_state").unwrap().kind {
-            Kind::Enum(options) => assert!(options.contains(&"float")),
-            other => panic!("charge_state is {other:?}"),
+        let options = |name: &str| match lookup(name).unwrap().kind {
+            Kind::Enum(table) => vedirect::decode::names(table).collect::<Vec<_>>(),
+            other => panic!("{name} is {other:?}"),
+        };
+        assert!(options("charge_state").contains(&"float"));
+        assert!(options("error").contains(&"no_error"));
+        assert!(options("tracker_mode").contains(&"mppt_active"));
+        assert!(options("device_mode").contains(&"eco"));
+        assert!(options("dc_monitor_mode").contains(&"battery_monitor"));
+        // The contract's charger states (what rules accept) are the table's names.
+        assert_eq!(options("charge_state"), pvbus_bus::contract::CHARGE_STATES);
+        // Every enumeration the vedirect crate decodes is an enum here: each of its
+        // labels, decoded from a known code, gives a name of the reading's table.
+        for (label, code) in [
+            ("CS", "5"),
+            ("ERR", "0"),
+            ("MPPT", "2"),
+            ("MODE", "4"),
+            ("MON", "0"),
+        ] {
+            let fields = vedirect::decode::decode_field(label, code).unwrap();
+            let (name, value) = &fields[0];
+            let text = value
+                .as_str()
+                .unwrap_or_else(|| panic!("{label}: {value:?}"));
+            assert!(options(name).contains(&text), "{label} -> {name}: {text}");
         }
     }
 

@@ -186,6 +186,12 @@ pub async fn run(
     for filter in relays.bus.topics().relay_command_filters() {
         relays.bus.subscribe(filter);
     }
+    // The retained modes tell which relays the broker still shows: those no longer in
+    // the configuration are cleared (see `forget_unconfigured`). Our own modes come back
+    // too, but only when they change.
+    relays
+        .bus
+        .subscribe(relays.bus.topics().relay_mode_filter());
     relays.bus.subscribe(relays.bus.topics().rules_heartbeat());
     info!(
         relays = relays.config.relay.len(),
@@ -264,6 +270,12 @@ impl Relays {
             }
             return;
         }
+        if let Some((id, "mode")) = topics.parse_relay_topic(&message.topic) {
+            if !message.payload.is_empty() && self.relay_config(id).is_none() {
+                self.forget_unconfigured(id);
+            }
+            return;
+        }
         let Some((id, kind)) = topics.parse_relay_command(&message.topic) else {
             return;
         };
@@ -310,6 +322,28 @@ impl Relays {
                 info!(relay = %change.id, from = %change.from, to = %change.to, by = ?change.reason.by, "mode");
                 self.carry_out(change, false, true);
             }
+        }
+    }
+
+    /// A relay the broker still shows but the configuration no longer has (removed, or
+    /// renamed): its retained topics are cleared, so that nothing (Home Assistant, the
+    /// panel, `pvbus status`) shows a relay that no longer exists. This process is the one
+    /// owner of `<base>/relays/<id>/…`, so only it can tell that a relay is gone.
+    fn forget_unconfigured(&self, id: &str) {
+        info!(
+            relay = id,
+            "not in the configuration: its retained topics cleared"
+        );
+        let topics = self.bus.topics();
+        for topic in [
+            topics.relay_override(id),
+            topics.relay_reason(id),
+            topics.relay_stats(id),
+            topics.relay_state(id),
+            // Last: the mode is how others learn that a relay exists.
+            topics.relay_mode(id),
+        ] {
+            self.bus.clear_retained(topic);
         }
     }
 

@@ -5,6 +5,7 @@
 //! Everything per port and per device lives in this one task, so there is no locking and
 //! the loop sleeps until the next event or the nearest deadline.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use pvbus_bus::{Bus, Event, Inbox, Message, Shutdown};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tracing::{debug, info, warn};
-use vedirect::decode::Accumulator;
+use vedirect::decode::{Accumulator, Value};
 use vedirect::hex::Request;
 use vedirect::registers;
 use vedirect::text::TextBlock;
@@ -40,6 +41,8 @@ struct PortState {
     accumulator: Accumulator,
     /// The id of the device on this port, once a block said who it is.
     device: Option<String>,
+    /// Its serial number, when it told one.
+    serial: Option<String>,
     /// `device` was confirmed since the port was (re)opened or went stale: another
     /// device may have been plugged in meanwhile, so nothing is published before.
     confirmed: bool,
@@ -76,6 +79,25 @@ pub struct Bridge {
     events: mpsc::Sender<(usize, PortEvent)>,
     site: Site,
     kept: BTreeMap<String, Kept>,
+    census: Census,
+}
+
+/// The devices the broker held under `<base>/vedirect/` when we connected: read once
+/// from the retained states, then the subscription ends (our own states would otherwise
+/// come back every second).
+///
+/// A device that is unplugged stays there, `offline`: that is what people expect to see.
+/// But one device is one serial number: when the serial number of a retained device is
+/// now published under another id (its name in `[vedirect.devices]` changed, or it got
+/// one), or the configuration names that serial number otherwise, the old id is a ghost
+/// and its retained topics are cleared (Home Assistant then removes it).
+#[derive(Debug, Default)]
+struct Census {
+    /// Until the echo of our sync message: the retained states are still coming.
+    listening: bool,
+    nonce: u64,
+    /// Retained device id → its serial number.
+    seen: BTreeMap<String, String>,
 }
 
 impl Bridge {
@@ -93,6 +115,7 @@ impl Bridge {
             events: tx,
             site: Site::default(),
             kept: BTreeMap::new(),
+            census: Census::default(),
         };
         for port in bridge.cfg.ports.clone() {
             bridge.add_port(port.path, port.name)?;
@@ -118,6 +141,7 @@ impl Bridge {
             writer: None,
             accumulator: Accumulator::new(),
             device: None,
+            serial: None,
             confirmed: false,
             online: false,
             serial_query: SerialQuery::NotAsked,
@@ -168,7 +192,8 @@ impl Bridge {
                 Some((index, event)) = events.recv() => self.on_port_event(index, event),
                 event = inbox.recv() => match event {
                     Some(Event::Message(m)) => self.on_message(&m),
-                    Some(_) => {}
+                    Some(Event::Connected) => self.take_census(),
+                    Some(Event::Disconnected) => {}
                     None => break,
                 },
                 _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
@@ -287,12 +312,16 @@ impl Bridge {
                 let id =
                     self.registry
                         .device_id(serial.as_deref(), kind, p.name.as_deref(), &p.path);
+                p.serial = serial.clone();
                 if p.device.as_deref() != Some(id.as_str()) {
                     let old = p.device.replace(id.clone());
                     let was_online = std::mem::replace(&mut p.online, false);
                     info!(port = %p.path.display(), device = %id, serial = serial.as_deref().unwrap_or("-"), "device identified");
                     if let (Some(old), true) = (old, was_online) {
                         self.device_offline(&old);
+                    }
+                    if let Some(serial) = &serial {
+                        self.forget_renamed(&id, serial);
                     }
                 }
             }
@@ -302,7 +331,17 @@ impl Bridge {
             return;
         };
         let reading = p.accumulator.reading();
-        let json = reading.to_json(Some(now_ts() as i64));
+        let ts = Some(now_ts() as i64);
+        let json = match (&p.serial, reading.get("serial_number")) {
+            // A battery monitor tells its serial number over HEX only: it belongs in its
+            // state all the same (Home Assistant's device, the census above).
+            (Some(serial), None) => {
+                let mut reading = reading.clone();
+                reading.set(Cow::Borrowed("serial_number"), Value::Text(serial.clone()));
+                reading.to_json(ts)
+            }
+            _ => reading.to_json(ts),
+        };
         let contribution = Contribution {
             pv_power: reading.get("pv_power").and_then(|v| v.as_f64()),
             battery_power: reading.get("battery_power").and_then(|v| v.as_f64()),
@@ -532,8 +571,114 @@ impl Bridge {
         true
     }
 
+    /// After every connection: read which devices the broker holds (see [`Census`]).
+    fn take_census(&mut self) {
+        let topics = self.bus.topics();
+        self.census.listening = true;
+        self.census.nonce += 1;
+        self.census.seen.clear();
+        self.bus.subscribe(topics.device_state(PROCESS, "+"));
+        self.bus.subscribe(topics.sync(PROCESS));
+        self.bus.publish(
+            topics.sync(PROCESS),
+            format!("{}-{}", std::process::id(), self.census.nonce),
+        );
+    }
+
+    /// A retained state or our sync echo, while the census runs; true when it was one.
+    fn on_census(&mut self, m: &Message) -> bool {
+        let topics = self.bus.topics().clone();
+        if m.topic == topics.sync(PROCESS) {
+            let expected = format!("{}-{}", std::process::id(), self.census.nonce);
+            if self.census.listening && m.payload.as_ref() == expected.as_bytes() {
+                self.census.listening = false;
+                self.bus.unsubscribe(topics.device_state(PROCESS, "+"));
+                debug!(devices = self.census.seen.len(), "retained devices read");
+                self.forget_ghosts();
+            }
+            return true;
+        }
+        let Some((PROCESS, device)) = topics.parse_device_state(&m.topic) else {
+            return false;
+        };
+        if !self.census.listening {
+            return true; // the last of our own states before the unsubscription
+        }
+        let serial = serde_json::from_slice::<serde_json::Value>(&m.payload)
+            .ok()
+            .and_then(|v| v.get("serial_number")?.as_str().map(String::from));
+        match serial {
+            Some(serial) => {
+                self.census.seen.insert(device.to_string(), serial);
+            }
+            None => {
+                self.census.seen.remove(device);
+            }
+        }
+        true
+    }
+
+    /// Once the census is complete: the retained devices whose serial number now goes by
+    /// another id, live or configured.
+    fn forget_ghosts(&mut self) {
+        let seen = std::mem::take(&mut self.census.seen);
+        for (device, serial) in &seen {
+            let live = self
+                .ports
+                .iter()
+                .find(|p| p.serial.as_deref() == Some(serial.as_str()))
+                .and_then(|p| p.device.clone());
+            let now = live.or_else(|| self.registry.configured_name(serial).map(String::from));
+            match now {
+                Some(id) if id != *device => self.forget_device(device, serial, &id),
+                _ => {
+                    self.census.seen.insert(device.clone(), serial.clone());
+                }
+            }
+        }
+    }
+
+    /// The device with `serial` was just identified as `id`: any other retained id of
+    /// that serial number is a ghost.
+    fn forget_renamed(&mut self, id: &str, serial: &str) {
+        if self.census.listening {
+            return; // forget_ghosts sees it at the end of the census
+        }
+        let ghosts: Vec<String> = self
+            .census
+            .seen
+            .iter()
+            .filter(|(device, s)| *s == serial && device.as_str() != id)
+            .map(|(device, _)| device.clone())
+            .collect();
+        for device in ghosts {
+            self.census.seen.remove(&device);
+            self.forget_device(&device, serial, id);
+        }
+    }
+
+    /// Clears every retained topic of the device once known as `device`.
+    fn forget_device(&self, device: &str, serial: &str, now: &str) {
+        info!(
+            device,
+            serial,
+            now,
+            "this serial number is now another device id: the old id's retained topics cleared"
+        );
+        let topics = self.bus.topics();
+        for setting in Setting::ALL {
+            self.bus
+                .clear_retained(topics.device_setting(PROCESS, device, setting.name()));
+        }
+        self.bus
+            .clear_retained(topics.device_availability(PROCESS, device));
+        // Last: the state is how others learn that a device exists.
+        self.bus
+            .clear_retained(topics.device_state(PROCESS, device));
+    }
+
     fn on_message(&mut self, m: &Message) {
-        if self.resume_kept(m) {
+        if self.on_census(m) || self.resume_kept(m) {
             return;
         }
         let topics = self.bus.topics().clone();

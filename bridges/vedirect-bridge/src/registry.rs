@@ -56,6 +56,11 @@ impl Registry {
         Registry { by_serial }
     }
 
+    /// The name `[vedirect.devices]` gives the device with `serial`.
+    pub fn configured_name(&self, serial: &str) -> Option<&str> {
+        self.by_serial.get(serial).map(String::as_str)
+    }
+
     /// The id of the device with `serial` (if it sends one) on the port at `path`.
     pub fn device_id(
         &self,

@@ -365,104 +365,131 @@ fn enum_value(code: i64, name: fn(i64) -> Option<&'static str>) -> Value {
     name(code).map_or(Value::Int(code), Value::Name)
 }
 
-/// `CS` / register 0x0201 names.
+/// The name of `code` in one of the tables below.
+fn name_of(table: &[(i64, &'static str)], code: i64) -> Option<&'static str> {
+    table
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map(|(_, name)| *name)
+}
+
+/// Every name of a table, in code order: the values an enumeration reading can take
+/// (besides the raw code of a code the table does not know).
+pub fn names(table: &'static [(i64, &'static str)]) -> impl Iterator<Item = &'static str> {
+    table.iter().map(|(_, name)| *name)
+}
+
+// The enumeration tables are data, not `match`es, so that what shows the readings (Home
+// Assistant's enum options) can list every name without a copy of its own.
+
+/// `CS` / register 0x0201 names, by code.
+pub const CHARGE_STATES: &[(i64, &str)] = &[
+    (0, "off"),
+    (1, "low_power"),
+    (2, "fault"),
+    (3, "bulk"),
+    (4, "absorption"),
+    (5, "float"),
+    (6, "storage"),
+    (7, "equalize_manual"),
+    (8, "passthru"),
+    (9, "inverting"),
+    (10, "assisting"),
+    (11, "power_supply"),
+    (244, "sustain"),
+    (245, "starting_up"),
+    (246, "repeated_absorption"),
+    (247, "auto_equalize"),
+    (248, "battery_safe"),
+    (252, "external_control"),
+];
+
+/// The name of a charge state code ([`CHARGE_STATES`]).
 pub fn charge_state_name(code: i64) -> Option<&'static str> {
-    Some(match code {
-        0 => "off",
-        1 => "low_power",
-        2 => "fault",
-        3 => "bulk",
-        4 => "absorption",
-        5 => "float",
-        6 => "storage",
-        7 => "equalize_manual",
-        8 => "passthru",
-        9 => "inverting",
-        10 => "assisting",
-        11 => "power_supply",
-        244 => "sustain",
-        245 => "starting_up",
-        246 => "repeated_absorption",
-        247 => "auto_equalize",
-        248 => "battery_safe",
-        252 => "external_control",
-        _ => return None,
-    })
+    name_of(CHARGE_STATES, code)
 }
 
-/// `ERR` / register 0xEDDA names.
+/// `ERR` / register 0xEDDA names, by code.
+pub const ERRORS: &[(i64, &str)] = &[
+    (0, "no_error"),
+    (2, "battery_voltage_too_high"),
+    (17, "charger_temperature_too_high"),
+    (18, "charger_over_current"),
+    (19, "charger_current_reversed"),
+    (20, "bulk_time_limit_exceeded"),
+    (21, "current_sensor_issue"),
+    (26, "terminals_overheated"),
+    (28, "converter_issue"),
+    (33, "input_voltage_too_high"),
+    (34, "input_current_too_high"),
+    (38, "input_shutdown_battery_voltage"),
+    (39, "input_shutdown_current_flow"),
+    (65, "lost_communication"),
+    (66, "synchronised_charging_config_issue"),
+    (67, "bms_connection_lost"),
+    (68, "network_misconfigured"),
+    (116, "factory_calibration_lost"),
+    (117, "invalid_firmware"),
+    (119, "user_settings_invalid"),
+];
+
+/// The name of an error code ([`ERRORS`]).
 pub fn error_name(code: i64) -> Option<&'static str> {
-    Some(match code {
-        0 => "no_error",
-        2 => "battery_voltage_too_high",
-        17 => "charger_temperature_too_high",
-        18 => "charger_over_current",
-        19 => "charger_current_reversed",
-        20 => "bulk_time_limit_exceeded",
-        21 => "current_sensor_issue",
-        26 => "terminals_overheated",
-        28 => "converter_issue",
-        33 => "input_voltage_too_high",
-        34 => "input_current_too_high",
-        38 => "input_shutdown_battery_voltage",
-        39 => "input_shutdown_current_flow",
-        65 => "lost_communication",
-        66 => "synchronised_charging_config_issue",
-        67 => "bms_connection_lost",
-        68 => "network_misconfigured",
-        116 => "factory_calibration_lost",
-        117 => "invalid_firmware",
-        119 => "user_settings_invalid",
-        _ => return None,
-    })
+    name_of(ERRORS, code)
 }
 
-/// `MPPT` / register 0xEDB3 names.
+/// `MPPT` / register 0xEDB3 names, by code.
+pub const TRACKER_MODES: &[(i64, &str)] = &[
+    (0, "off"),
+    (1, "voltage_or_current_limited"),
+    (2, "mppt_active"),
+];
+
+/// The name of a tracker mode code ([`TRACKER_MODES`]).
 pub fn tracker_mode_name(code: i64) -> Option<&'static str> {
-    Some(match code {
-        0 => "off",
-        1 => "voltage_or_current_limited",
-        2 => "mppt_active",
-        _ => return None,
-    })
+    name_of(TRACKER_MODES, code)
 }
 
-/// `MODE` / register 0x0200 names.
+/// `MODE` / register 0x0200 names, by code.
+pub const DEVICE_MODES: &[(i64, &str)] = &[
+    (1, "charger_on"),
+    (2, "inverter_on"),
+    (3, "on"),
+    (4, "off"),
+    (5, "eco"),
+    (253, "hibernate"),
+];
+
+/// The name of a device mode code ([`DEVICE_MODES`]).
 pub fn device_mode_name(code: i64) -> Option<&'static str> {
-    Some(match code {
-        1 => "charger_on",
-        2 => "inverter_on",
-        3 => "on",
-        4 => "off",
-        5 => "eco",
-        253 => "hibernate",
-        _ => return None,
-    })
+    name_of(DEVICE_MODES, code)
 }
 
 /// `MON` names (negative: sources, positive: loads).
+pub const MONITOR_MODES: &[(i64, &str)] = &[
+    (-9, "solar_charger"),
+    (-8, "wind_turbine"),
+    (-7, "shaft_generator"),
+    (-6, "alternator"),
+    (-5, "fuel_cell"),
+    (-4, "water_generator"),
+    (-3, "dc_dc_charger"),
+    (-2, "ac_charger"),
+    (-1, "generic_source"),
+    (0, "battery_monitor"),
+    (1, "generic_load"),
+    (2, "electric_drive"),
+    (3, "fridge"),
+    (4, "water_pump"),
+    (5, "bilge_pump"),
+    (6, "dc_system"),
+    (7, "inverter"),
+    (8, "water_heater"),
+];
+
+/// The name of a monitor mode code ([`MONITOR_MODES`]).
 pub fn monitor_mode_name(code: i64) -> Option<&'static str> {
-    Some(match code {
-        -9 => "solar_charger",
-        -8 => "wind_turbine",
-        -7 => "shaft_generator",
-        -6 => "alternator",
-        -5 => "fuel_cell",
-        -4 => "water_generator",
-        -3 => "dc_dc_charger",
-        -2 => "ac_charger",
-        -1 => "generic_source",
-        0 => "battery_monitor",
-        1 => "generic_load",
-        2 => "electric_drive",
-        3 => "fridge",
-        4 => "water_pump",
-        5 => "bilge_pump",
-        6 => "dc_system",
-        7 => "inverter",
-        8 => "water_heater",
-        _ => return None,
-    })
+    name_of(MONITOR_MODES, code)
 }
 
 /// `AR` / `WARN` bits.
@@ -645,6 +672,30 @@ mod tests {
         );
         assert_eq!(json("XYZ", "---"), r#"{"XYZ":"---"}"#);
         assert_eq!(json("AC_OUT_V", "23002"), r#"{"ac_output_voltage":230.02}"#);
+    }
+
+    #[test]
+    fn enumeration_tables_have_unique_codes_and_names() {
+        for table in [
+            CHARGE_STATES,
+            ERRORS,
+            TRACKER_MODES,
+            DEVICE_MODES,
+            MONITOR_MODES,
+        ] {
+            let mut codes: Vec<i64> = table.iter().map(|(c, _)| *c).collect();
+            let mut names: Vec<&str> = names(table).collect();
+            let n = table.len();
+            codes.sort_unstable();
+            codes.dedup();
+            names.sort_unstable();
+            names.dedup();
+            assert_eq!((codes.len(), names.len()), (n, n), "{table:?}");
+        }
+        assert_eq!(error_name(2), Some("battery_voltage_too_high"));
+        assert_eq!(error_name(99), None);
+        assert_eq!(json("ERR", "99"), r#"{"error":99}"#);
+        assert_eq!(json("MPPT", "2"), r#"{"tracker_mode":"mppt_active"}"#);
     }
 
     #[test]
