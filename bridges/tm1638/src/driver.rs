@@ -82,6 +82,9 @@ where
         }
         chain.clk.set_high().map_err(Tm1638Error::Pin)?;
         chain.dio.release().map_err(Tm1638Error::Pin)?;
+        // STB high for a while before the first transfer (PWSTB), as between transfers:
+        // the line may have been low, or floating, until now.
+        chain.delay.delay_ns(HALF_PERIOD_NS);
         Ok(chain)
     }
 

@@ -7,7 +7,10 @@
 //! Attach one model per chip of a chain (each with its own STB) to a
 //! [`pvbus_hardware::SimBoard`]; keep a clone to press buttons and read what it shows.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use embedded_hal::delay::DelayNs;
 
 use pvbus_hardware::Level;
 use pvbus_hardware::sim::{HostChange, Wire, WireModel};
@@ -37,6 +40,42 @@ enum Phase {
     Ignore,
 }
 
+/// The time of the wire, in nanoseconds, advanced only by the host's waits: give the
+/// driver this clock as its delay and the model ([`Tm1638Model::with_clock`]) the same
+/// one, and the model measures the waits the driver asked for, whatever the speed of the
+/// machine running the test. A driver that forgets a wait shows a pulse of 0 ns.
+#[derive(Debug, Clone, Default)]
+pub struct WireClock(Arc<AtomicU64>);
+
+impl WireClock {
+    pub fn now_ns(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl DelayNs for WireClock {
+    fn delay_ns(&mut self, ns: u32) {
+        self.0.fetch_add(u64::from(ns), Ordering::Relaxed);
+    }
+}
+
+/// The datasheet's minimum times, in ns.
+const CLK_PULSE_NS: u64 = 400;
+const STB_HIGH_NS: u64 = 1_000;
+const SETUP_NS: u64 = 100;
+const HOLD_NS: u64 = 100;
+const TWAIT_NS: u64 = 1_000;
+
+/// When the host last moved each line, on the [`WireClock`].
+#[derive(Debug, Clone, Default)]
+struct Edges {
+    clk: Option<u64>,
+    clk_rose: Option<u64>,
+    dio: Option<u64>,
+    stb_rose: Option<u64>,
+    read_command: Option<u64>,
+}
+
 /// What the chip holds, plus what the model noticed about the host's behaviour.
 #[derive(Debug, Clone)]
 pub struct ChipState {
@@ -54,6 +93,11 @@ pub struct ChipState {
     pub contentions: u64,
     /// Bytes that were no valid command (e.g. a data command with unknown bits).
     pub bad_commands: u64,
+    /// Waits shorter than the datasheet's (only with a [`WireClock`]): how many, and the
+    /// first of each kind described.
+    pub timing_violations: u64,
+    pub timing: Vec<String>,
+    edges: Edges,
     address: u8,
     phase: Phase,
     shift: u8,
@@ -73,6 +117,9 @@ impl Default for ChipState {
             scans: 0,
             contentions: 0,
             bad_commands: 0,
+            timing_violations: 0,
+            timing: Vec::new(),
+            edges: Edges::default(),
             address: 0,
             phase: Phase::Idle,
             shift: 0,
@@ -87,6 +134,7 @@ impl Default for ChipState {
 pub struct Tm1638Model {
     pins: ChipPins,
     state: Arc<Mutex<ChipState>>,
+    clock: Option<WireClock>,
 }
 
 impl Tm1638Model {
@@ -94,6 +142,17 @@ impl Tm1638Model {
         Tm1638Model {
             pins,
             state: Arc::new(Mutex::new(ChipState::default())),
+            clock: None,
+        }
+    }
+
+    /// A model that also checks the host's timing against the datasheet (CLK pulses,
+    /// STB high between transfers, DIO setup and hold around the rising CLK edge, Twait
+    /// before a key scan is clocked out), measured on `clock`.
+    pub fn with_clock(pins: ChipPins, clock: WireClock) -> Self {
+        Tm1638Model {
+            clock: Some(clock),
+            ..Tm1638Model::new(pins)
         }
     }
 
@@ -214,7 +273,11 @@ impl BoardView {
 impl WireModel for Tm1638Model {
     fn host_changed(&mut self, change: HostChange, wire: &mut Wire<'_>) {
         let pins = self.pins;
+        let now = self.clock.as_ref().map(WireClock::now_ns);
         let mut state = self.lock();
+        if let Some(now) = now {
+            check_timing(&mut state, pins, change, now);
+        }
         if change.pin == pins.stb {
             if wire.level(pins.stb) == Level::Low {
                 if state.phase == Phase::Idle {
@@ -254,6 +317,9 @@ impl WireModel for Tm1638Model {
                     state.shift = 0;
                     state.bits = 0;
                     receive(&mut state, byte);
+                    if state.phase == (Phase::Reading { bit: 0 }) {
+                        state.edges.read_command = now;
+                    }
                 }
             }
             (Some(Level::Low), Phase::Reading { bit }) => {
@@ -276,6 +342,78 @@ impl WireModel for Tm1638Model {
                 }
             }
             _ => {}
+        }
+    }
+}
+
+/// Compares the time since the last edges with the datasheet's minimums; called before
+/// the change is decoded.
+fn check_timing(state: &mut ChipState, pins: ChipPins, change: HostChange, now: u64) {
+    let mut violations = Vec::new();
+    let since = |t: Option<u64>| t.map(|t| now.saturating_sub(t));
+    let transferring = state.phase != Phase::Idle;
+    if change.pin == pins.stb {
+        match change.drive {
+            Some(Level::High) => state.edges.stb_rose = Some(now),
+            Some(Level::Low) => {
+                if let Some(ns) = since(state.edges.stb_rose).filter(|&ns| ns < STB_HIGH_NS) {
+                    violations.push(format!(
+                        "STB high for {ns} ns between transfers (at least {STB_HIGH_NS})"
+                    ));
+                }
+                state.edges.clk = None;
+            }
+            None => {}
+        }
+    } else if change.pin == pins.clk && transferring {
+        if let Some(ns) = since(state.edges.clk).filter(|&ns| ns < CLK_PULSE_NS) {
+            let level = if change.drive == Some(Level::High) {
+                "low"
+            } else {
+                "high"
+            };
+            violations.push(format!("CLK {level} for {ns} ns (at least {CLK_PULSE_NS})"));
+        }
+        state.edges.clk = Some(now);
+        match (change.drive, state.phase) {
+            (Some(Level::High), Phase::Command | Phase::Data | Phase::Ignore) => {
+                if let Some(ns) = since(state.edges.dio).filter(|&ns| ns < SETUP_NS) {
+                    violations.push(format!(
+                        "DIO set {ns} ns before CLK rose (setup at least {SETUP_NS})"
+                    ));
+                }
+                state.edges.clk_rose = Some(now);
+            }
+            (Some(Level::Low), Phase::Reading { bit: 0 }) => {
+                if let Some(ns) = since(state.edges.read_command).filter(|&ns| ns < TWAIT_NS) {
+                    violations.push(format!(
+                        "key scan clocked {ns} ns after the read command (Twait at least {TWAIT_NS})"
+                    ));
+                }
+            }
+            _ => {}
+        }
+    } else if change.pin == pins.dio && transferring && change.drive.is_some() {
+        if !matches!(state.phase, Phase::Reading { .. })
+            && let Some(ns) = since(state.edges.clk_rose).filter(|&ns| ns < HOLD_NS)
+        {
+            violations.push(format!(
+                "DIO changed {ns} ns after CLK rose (hold at least {HOLD_NS})"
+            ));
+        }
+        state.edges.dio = Some(now);
+    }
+    // The kind of a violation is its text up to the first number.
+    let kind = |text: &str| {
+        text[..text
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(text.len())]
+            .to_string()
+    };
+    for v in violations {
+        state.timing_violations += 1;
+        if !state.timing.iter().any(|t| kind(t) == kind(&v)) {
+            state.timing.push(v);
         }
     }
 }

@@ -156,3 +156,64 @@ fn the_16_button_board_shows_text_through_its_transposed_ram() {
     // Read as the other board, the same RAM is garbage: the layouts really differ.
     assert_ne!(models[0].view(BoardKind::LedAndKey).text, "12345678");
 }
+
+/// The driver's waits, measured on the wire clock its delay advances: every CLK pulse,
+/// STB gap, DIO setup and hold, and Twait of a display update and a key scan meet the
+/// datasheet. The same workload with a delay that waits for nothing breaks them, so the
+/// check can fail.
+#[test]
+fn the_driver_keeps_the_chips_timing() {
+    use embedded_hal::delay::DelayNs;
+    use tm1638::sim::WireClock;
+
+    fn run<T: DelayNs>(delay: T, clock: &WireClock) -> tm1638::sim::ChipState {
+        let board = SimBoard::in_memory();
+        let pins = ChipPins {
+            stb: 16,
+            clk: CLK,
+            dio: DIO,
+        };
+        let model = Tm1638Model::with_clock(pins, clock.clone());
+        board.attach(Box::new(model.clone()));
+        let stb = board.output(16, InitialLevel::Level(Level::High)).unwrap();
+        let clk = board.output(CLK, InitialLevel::Level(Level::High)).unwrap();
+        let dio = board.bidirectional(DIO, Pull::Up).unwrap();
+        let mut driver = Tm1638::new(vec![stb], clk, dio, delay).unwrap();
+        let digits: [u8; 8] = font::encode("boot", 8).unwrap().try_into().unwrap();
+        model.set_button(BoardKind::LedAndKey, 2, true);
+        for _ in 0..3 {
+            driver
+                .write_ram(0, 0, &BoardKind::LedAndKey.ram(&digits, 0b101))
+                .unwrap();
+            driver.write_at(0, 3, 1).unwrap();
+            driver
+                .display(0, true, Brightness::new(3).unwrap())
+                .unwrap();
+            let scan = driver.read_keys(0).unwrap();
+            assert_eq!(BoardKind::LedAndKey.pressed(&scan), 1 << 2);
+        }
+        model.state()
+    }
+
+    /// Waits for nothing: what a driver without its delays would do.
+    struct NoWait;
+    impl DelayNs for NoWait {
+        fn delay_ns(&mut self, _: u32) {}
+    }
+
+    let clock = WireClock::default();
+    let state = run(clock.clone(), &clock);
+    assert_eq!(state.timing_violations, 0, "{:#?}", state.timing);
+    assert!(clock.now_ns() > 0);
+    assert_eq!(state.scans, 3);
+
+    let state = run(NoWait, &WireClock::default());
+    assert!(state.timing_violations > 100, "{}", state.timing_violations);
+    for kind in ["CLK", "STB", "setup", "Twait"] {
+        assert!(
+            state.timing.iter().any(|v| v.contains(kind)),
+            "no {kind} violation in {:#?}",
+            state.timing
+        );
+    }
+}
