@@ -62,8 +62,28 @@ pub struct View {
     pub errors: BTreeMap<String, String>,
     /// `<base>/cloud/remote`: whether the link to the remote broker is up, and why not.
     pub cloud: Option<Map<String, Value>>,
+    /// What the local panel shows, as the panel processes publish it.
+    pub panel: Panel,
     /// Payloads that could not be understood: topic → what was wrong.
     pub problems: BTreeMap<String, String>,
+}
+
+/// The TM1638 board and the LCD, from `<base>/tm1638/...` and `<base>/lcd/...`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Panel {
+    pub digits: Option<String>,
+    /// LED n (from 1) lit or not.
+    pub leds: BTreeMap<u32, bool>,
+    pub brightness: Option<String>,
+    /// LCD line n (from 1).
+    pub lines: BTreeMap<u32, String>,
+    pub backlight: Option<String>,
+}
+
+impl Panel {
+    fn is_empty(&self) -> bool {
+        *self == Panel::default()
+    }
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -124,6 +144,33 @@ impl View {
                 };
                 *slot = non_empty(text);
             }
+            // What the digits show, blanks included (the payload untrimmed).
+            ["tm1638", "display"] => {
+                self.panel.digits = non_empty(String::from_utf8_lossy(payload).into_owned());
+            }
+            ["tm1638", "brightness"] => self.panel.brightness = non_empty(text),
+            ["tm1638", "led", n] => {
+                let Ok(n) = n.parse::<u32>() else {
+                    return false;
+                };
+                match text.as_str() {
+                    "" => self.panel.leds.remove(&n),
+                    lit => self.panel.leds.insert(n, lit == "ON"),
+                };
+            }
+            ["lcd", "line", n] => {
+                let Ok(n) = n.parse::<u32>() else {
+                    return false;
+                };
+                // Spaces are what the screen shows: keep them (payload untrimmed).
+                let line = String::from_utf8_lossy(payload).into_owned();
+                if line.is_empty() {
+                    self.panel.lines.remove(&n);
+                } else {
+                    self.panel.lines.insert(n, line);
+                }
+            }
+            ["lcd", "backlight"] => self.panel.backlight = non_empty(text),
             [process, "status"] => set_or_remove(&mut self.processes, process, text),
             [process, "error"] => set_or_remove(&mut self.errors, process, error_text(&text)),
             [bridge, device, "state"] => {
@@ -395,6 +442,35 @@ pub fn render(view: &View, header: &str, style: Style) -> Vec<String> {
     }
     for (relay, status) in &view.rules {
         lines.push(format!("  {relay:<w$}  {}", rule_text(status)));
+    }
+
+    if !view.panel.is_empty() {
+        lines.push(style.title("Panel"));
+        let p = &view.panel;
+        if p.digits.is_some() || !p.leds.is_empty() {
+            let mut line = format!("  tm1638  [{}]", p.digits.as_deref().unwrap_or("        "));
+            if !p.leds.is_empty() {
+                let leds: Vec<&str> = p
+                    .leds
+                    .values()
+                    .map(|&on| if on { "*" } else { "." })
+                    .collect();
+                let _ = write!(line, "  LEDs {}", leds.join(" "));
+            }
+            if let Some(b) = &p.brightness {
+                let _ = write!(line, "  brightness {b}");
+            }
+            lines.push(line);
+        }
+        for (i, (_, text)) in p.lines.iter().enumerate() {
+            let mut line = format!("  {:<6}  |{text:<16}|", if i == 0 { "lcd" } else { "" });
+            if i == 0
+                && let Some(b) = &p.backlight
+            {
+                let _ = write!(line, "  backlight {b}");
+            }
+            lines.push(line);
+        }
     }
 
     if !view.errors.is_empty() {
@@ -818,6 +894,32 @@ mod tests {
             o.contains("override forced_on until ") && o.ends_with(", then auto_off"),
             "{o}"
         );
+    }
+
+    #[test]
+    fn the_panel_is_drawn_as_the_panel_processes_publish_it() {
+        let v = view_of(&[
+            ("pvbus/tm1638/display", "31      "),
+            ("pvbus/tm1638/led/1", "ON"),
+            ("pvbus/tm1638/led/2", "OFF"),
+            ("pvbus/tm1638/led/10", "ON"),
+            ("pvbus/tm1638/brightness", "2"),
+            ("pvbus/lcd/line/1", "BA:87%  P:-120W"),
+            ("pvbus/lcd/line/2", "PV 245W C 365W"),
+            ("pvbus/lcd/backlight", "yellow"),
+        ]);
+        let text = render(&v, "pvbus status", PLAIN).join("\n");
+        assert!(
+            text.contains("Panel\n  tm1638  [31      ]  LEDs * . *  brightness 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  lcd     |BA:87%  P:-120W |  backlight yellow\n          |PV 245W C 365W  |"
+            ),
+            "{text}"
+        );
+        assert!(view_of(&[("pvbus/tm1638/led/x", "ON")]).panel.is_empty());
     }
 
     #[test]

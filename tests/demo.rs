@@ -215,6 +215,24 @@ fn the_demo_as_shipped_comes_online_restarts_a_killed_process_and_its_rules_use_
     );
     let on_at = started.elapsed();
 
+    // `pvbus status` shows the panel as the panel processes publish it: the heater's LED
+    // lit, the LCD's first page.
+    let status = Command::new(PVBUS)
+        .args(["status", "--once", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    let tm1638 = status
+        .lines()
+        .find(|l| l.starts_with("  tm1638  ["))
+        .unwrap_or_else(|| panic!("no TM1638 in pvbus status:\n{status}"));
+    assert!(tm1638.contains("LEDs * "), "{tm1638}");
+    assert!(
+        status.lines().any(|l| l.starts_with("  lcd     |BA:")),
+        "no LCD in pvbus status:\n{status}"
+    );
+
     // 4. The sun sets: the battery discharges and the rules let go.
     let off = decision(&rec, "OFF", Duration::from_secs(120)).unwrap_or_else(|| {
         panic!(
