@@ -1,6 +1,7 @@
 #!/bin/sh
-# Install pvbus without a Debian package: the service user, the binary, the configuration
-# in /etc/pvbus/pvbus.toml, and the systemd unit, enabled and started.
+# Install pvbus without a Debian package: the service user, the binary and the shipped
+# plugins' binaries, the configuration in /etc/pvbus/pvbus.toml (and an empty plugins
+# folder beside it), and the systemd unit, enabled and started.
 #
 #   sudo packaging/install.sh                                 # binary found below
 #   sudo packaging/install.sh --binary ./pvbus                # this binary
@@ -9,7 +10,9 @@
 #   DESTDIR=/tmp/root packaging/install.sh --no-systemctl     # stage files only (no root)
 #
 # The binary, unless --binary says: target/cross/<triple>/pvbus (scripts/cross-build.sh)
-# for this machine's architecture, else target/release/pvbus, else ./pvbus.
+# for this machine's architecture, else target/release/pvbus, else ./pvbus. The plugins
+# (pvbus-export, pvbus-wol, pvbus-coldbackup) are taken from the same folder; one that is
+# missing there is reported and not installed.
 # An existing /etc/pvbus/pvbus.toml is never replaced; a new one comes from --config FILE,
 # from --import-pvmonit YAML, or from packaging/pvbus.toml. It is checked with
 # `pvbus config check` before anything is enabled.
@@ -25,8 +28,11 @@ pvmonit=
 per_process=no
 systemctl=yes
 
+# The shipped plugins (plugins/*/Cargo.toml [[bin]]; scripts/cross-build.sh builds them).
+plugins="pvbus-export pvbus-wol pvbus-coldbackup"
+
 usage() {
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
     exit "${1:-0}"
 }
 
@@ -79,12 +85,24 @@ if [ -z "$destdir" ]; then
     fi
 fi
 
-# 2. The binary.
+# 2. The binary, and the plugins built beside it.
 install -D -m 0755 "$binary" "$bin"
 echo "installed $bin ($("$bin" --version 2>/dev/null || echo "not runnable here"))"
+built=$(dirname -- "$binary")
+for plugin in $plugins; do
+    if [ -x "$built/$plugin" ]; then
+        install -m 0755 "$built/$plugin" "$destdir$prefix/bin/$plugin"
+        echo "installed $destdir$prefix/bin/$plugin"
+    else
+        echo "not installed: $plugin (not in $built; scripts/cross-build.sh or" \
+            "cargo build --release -p pvbus-plugin-${plugin#pvbus-} builds it)" >&2
+    fi
+done
 
-# 3. The configuration: kept when it exists.
-install -d -m 0755 "$etc"
+# 3. The configuration: kept when it exists. The plugins folder exists too, since the
+#    units make /etc read-only for pvbus (ProtectSystem=strict): `pvbus plugins` could
+#    not create a missing `[plugins] folder` there.
+install -d -m 0755 "$etc" "$etc/plugins.d"
 if [ -e "$etc/pvbus.toml" ]; then
     echo "kept $etc/pvbus.toml"
 else

@@ -1,5 +1,7 @@
 #!/bin/sh
-# Cross-build the pvbus binary for Raspberry Pi OS (64-bit: aarch64, 32-bit: armv7).
+# Cross-build pvbus for Raspberry Pi OS (64-bit: aarch64, 32-bit: armv7): the `pvbus`
+# binary and the shipped plugins' binaries (pvbus-export, pvbus-wol, pvbus-coldbackup),
+# which the Debian package and packaging/install.sh install beside it.
 #
 #   scripts/cross-build.sh                 # both targets, release
 #   scripts/cross-build.sh aarch64         # one target (aarch64 | armv7 | a full triple)
@@ -10,11 +12,14 @@
 #
 # The linkers are set here through CARGO_TARGET_<TRIPLE>_LINKER rather than in a committed
 # .cargo/config.toml, so that native builds keep working on machines without the cross
-# compilers. CC_<triple> is set too, for any -sys crate that compiles C (none does today,
-# but the `cc` crate would otherwise pick the host gcc and fail at link time).
+# compilers. CC_<triple> and AR_<triple> are set too: ring (TLS) and psm (under the
+# config parser of rumqttd) compile C and assembly with the `cc` crate, which would
+# otherwise pick the host's gcc. `cargo deb --target <triple>` needs the same three
+# variables (docs/raspberry-pi.md), or it rebuilds those crates.
 #
-# Output: target/cross/<triple>/pvbus (stripped), and one line per target on stdout:
-#   <triple> <path> <size in bytes> <build seconds>
+# Output: target/cross/<triple>/pvbus and target/cross/<triple>/pvbus-<plugin> (stripped),
+# and one line per binary on stdout:
+#   <triple> <path> <size in bytes> <build seconds of the target>
 # Set PVBUS_DIST to write elsewhere. Builds run under `nice -n 19`, one at a time (2 cores).
 set -eu
 
@@ -39,6 +44,11 @@ gnu_prefix_of() {
     esac
 }
 
+# The binaries we ship (the root crate's and the [[bin]] of each crate under plugins/).
+# Built as `cargo deb` builds them (--workspace, one --bin each): same features, so that
+# `cargo deb --target <triple>` afterwards has nothing to rebuild.
+binaries="pvbus pvbus-export pvbus-wol pvbus-coldbackup"
+
 if [ $# -eq 0 ]; then
     set -- aarch64 armv7
 fi
@@ -52,15 +62,22 @@ for name in "$@"; do
     fi
     upper=$(echo "$triple" | tr 'a-z-' 'A-Z_')
     lower=$(echo "$triple" | tr '-' '_')
+    selection=
+    for bin in $binaries; do
+        selection="$selection --bin $bin"
+    done
     start=$(date +%s)
+    # shellcheck disable=SC2086 # $selection is a list of arguments
     env "CARGO_TARGET_${upper}_LINKER=$prefix-gcc" \
         "CC_${lower}=$prefix-gcc" \
         "AR_${lower}=$prefix-ar" \
-        nice -n 19 cargo build --release --bin pvbus --target "$triple" \
+        nice -n 19 cargo build --release --workspace $selection --target "$triple" \
         --manifest-path "$root/Cargo.toml" >&2
     seconds=$(( $(date +%s) - start ))
     mkdir -p "$dist/$triple"
-    "$prefix-strip" -o "$dist/$triple/pvbus" "$target_dir/$triple/release/pvbus"
-    size=$(wc -c < "$dist/$triple/pvbus" | tr -d ' ')
-    echo "$triple $dist/$triple/pvbus $size $seconds"
+    for bin in $binaries; do
+        "$prefix-strip" -o "$dist/$triple/$bin" "$target_dir/$triple/release/$bin"
+        size=$(wc -c < "$dist/$triple/$bin" | tr -d ' ')
+        echo "$triple $dist/$triple/$bin $size $seconds"
+    done
 done
