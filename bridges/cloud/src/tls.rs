@@ -1,14 +1,17 @@
-//! The TLS client configuration (rustls with the ring provider), built from the files of
-//! `[cloud]` at every connection attempt, so that a renewed certificate is picked up
-//! without a restart; and the words for what went wrong during a connection.
+//! The TLS client configuration (rustls with the ring provider, through `pvbus-tls`, which
+//! the export plugin shares), built from the files of `[cloud]` at every connection
+//! attempt, so that a renewed certificate is picked up without a restart; and the words
+//! for what went wrong during a connection.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use pvbus_tls::find_rustls;
+use pvbus_tls::{PemError, RootsError};
 use rumqttc::{ConnectReturnCode, ConnectionError};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::rustls::{self, CertificateError, ClientConfig, RootCertStore};
+use tokio_rustls::rustls::{self, CertificateError, ClientConfig};
 
 use crate::config::CloudConfig;
 
@@ -54,14 +57,20 @@ pub enum TlsError {
 /// The rustls configuration for `[cloud]`: its CA file or the system's roots, and the
 /// client certificate when one is configured.
 pub fn client_config(config: &CloudConfig) -> Result<Arc<ClientConfig>, TlsError> {
-    let roots = match &config.ca_file {
-        Some(path) => roots_from_file(path)?,
-        None => system_roots()?,
-    };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
+    let roots = pvbus_tls::roots(config.ca_file.as_deref()).map_err(|e| match e {
+        RootsError::Pem(pem) => pem_error("ca_file", pem),
+        RootsError::BadCa {
+            path,
+            index,
+            source,
+        } => TlsError::BadCa {
+            path,
+            index,
+            source,
+        },
+        RootsError::NoSystemRoots => TlsError::NoSystemRoots,
+    })?;
+    let builder = pvbus_tls::client_builder(roots)?;
     let client = match (&config.client_cert_file, &config.client_key_file) {
         (Some(cert_path), Some(key_path)) => {
             let chain = certificates("client_cert_file", cert_path)?;
@@ -79,58 +88,25 @@ pub fn client_config(config: &CloudConfig) -> Result<Arc<ClientConfig>, TlsError
     Ok(Arc::new(client))
 }
 
-fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        key,
-        path: path.to_path_buf(),
-        source,
-    })
+/// pvbus-tls's words for a PEM file, with the key of `[cloud]` that named it.
+fn pem_error(key: &'static str, error: PemError) -> TlsError {
+    match error {
+        PemError::Read { path, source } => TlsError::Read { key, path, source },
+        PemError::NoCertificate { path } => TlsError::NoCertificate { key, path },
+        PemError::BadPem { path, message } => TlsError::BadPem { key, path, message },
+    }
 }
 
 fn certificates(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(key, path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::BadPem {
-            key,
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate {
-            key,
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(certs)
-}
-
-fn roots_from_file(path: &Path) -> Result<RootCertStore, TlsError> {
-    let mut roots = RootCertStore::empty();
-    for (index, cert) in certificates("ca_file", path)?.into_iter().enumerate() {
-        roots.add(cert).map_err(|source| TlsError::BadCa {
-            path: path.to_path_buf(),
-            index: index + 1,
-            source,
-        })?;
-    }
-    Ok(roots)
-}
-
-fn system_roots() -> Result<RootCertStore, TlsError> {
-    let found = rustls_native_certs::load_native_certs();
-    let mut roots = RootCertStore::empty();
-    // A system bundle often holds a certificate or two that webpki rejects; the rest
-    // are still good.
-    roots.add_parsable_certificates(found.certs);
-    if roots.is_empty() {
-        return Err(TlsError::NoSystemRoots);
-    }
-    Ok(roots)
+    pvbus_tls::certificates(path).map_err(|e| pem_error(key, e))
 }
 
 fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = read("client_key_file", path)?;
+    let pem = std::fs::read(path).map_err(|source| TlsError::Read {
+        key: "client_key_file",
+        path: path.to_path_buf(),
+        source,
+    })?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => TlsError::NoKey {
             path: path.to_path_buf(),
@@ -201,26 +177,6 @@ pub fn describe(error: &ConnectionError, config: &CloudConfig, was_up: bool) -> 
 
 /// How long a TCP + TLS + MQTT connect may take before it counts as failed.
 pub const CONNECT_TIMEOUT_SECS: u64 = 10;
-
-/// rustls' error, wherever it is in the chain of `error`'s causes.
-fn find_rustls<'e>(error: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        // io::Error keeps what it wraps in get_ref(), not always in source().
-        if let Some(inner) = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            && let Some(tls) = find_rustls(inner)
-        {
-            return Some(tls);
-        }
-        current = e.source();
-    }
-    None
-}
 
 fn describe_io(io: &std::io::Error, host: &str, remote: &str, config: &CloudConfig) -> String {
     if let Some(tls) = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {

@@ -475,6 +475,34 @@ mod tests {
     }
 
     #[test]
+    fn a_machine_with_wake_on_lan_is_woken_after_power_on() {
+        let plan = Settings {
+            relay: "nas".into(),
+            wake_mac: Some("02:42:ac:11:00:07".into()),
+            wake_broadcast: "192.168.1.255:9".into(),
+            ..Settings::default()
+        }
+        .check("coldbackup")
+        .unwrap();
+        assert_eq!(
+            plan.wake,
+            Some((
+                "02:42:ac:11:00:07".parse().unwrap(),
+                "192.168.1.255:9".parse().unwrap()
+            ))
+        );
+        assert_eq!(plan.wake_delay, Duration::from_secs(20));
+        let mut c = ColdBackup::new(plan);
+        c.relay_mode = Some(RelayMode::AutoOff);
+        let e = c.start(1000);
+        assert!(e.relay_command.is_some() && e.arm_wake && e.arm_timeout);
+        // A skipped night wakes nothing.
+        c.relay_mode = Some(RelayMode::ForcedOff);
+        c.phase = Phase::Idle;
+        assert!(!c.start(2000).arm_wake);
+    }
+
+    #[test]
     fn settings_errors_name_the_key() {
         let bad = |s: Settings, key: &str| {
             let e = s.check("cb").unwrap_err().to_string();
@@ -505,6 +533,14 @@ mod tests {
                 ..ok.clone()
             },
             "wake_mac",
+        );
+        bad(
+            Settings {
+                wake_mac: Some("02:42:ac:11:00:07".into()),
+                wake_broadcast: "255.255.255.255".into(),
+                ..ok.clone()
+            },
+            "wake_broadcast",
         );
         bad(
             Settings {

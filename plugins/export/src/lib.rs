@@ -6,8 +6,10 @@
 //! - [`influx_lines`] and [`emoncms_bulk`]: a batch in each service's format;
 //! - [`Spool`]: batches on disk, oldest first, bounded in bytes (the oldest are dropped
 //!   and counted when full), written atomically so that a power cut loses nothing sent;
-//! - [`post`]: a small HTTP/1.1 client (plain `http://`: emoncms and InfluxDB on the LAN,
-//!   or behind a local proxy; HTTPS is not built in);
+//! - [`Endpoint`] and [`post`]: a small HTTP/1.1 client, one request per connection, over
+//!   TLS for `https://` (emoncms.org and InfluxDB Cloud are HTTPS only): rustls through
+//!   `pvbus-tls`, trusting the system's root certificates or a `ca_file` (a self-hosted
+//!   server with its own CA); errors name the URL, never its query (where keys are);
 //! - `main.rs`: the `pvbus-export` plugin.
 
 use std::collections::BTreeMap;
@@ -15,9 +17,11 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use pvbus_tls::{rustls, tokio_rustls};
+use rustls::pki_types::ServerName;
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// `[plugins.config.<id>]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -45,23 +49,30 @@ impl Default for Settings {
     }
 }
 
-/// InfluxDB: the full write URL, e.g. `http://nas:8086/api/v2/write?org=home&bucket=pv&precision=s`
-/// (v2) or `http://nas:8086/write?db=pv&precision=s` (v1). `precision=s` is required:
-/// timestamps are unix seconds.
+/// InfluxDB: the full write URL, e.g.
+/// `https://eu-central-1-1.aws.cloud2.influxdata.com/api/v2/write?org=home&bucket=pv&precision=s`
+/// (v2, InfluxDB Cloud) or `http://nas:8086/write?db=pv&precision=s` (v1). `precision=s`
+/// is required: timestamps are unix seconds.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InfluxSettings {
     pub url: String,
     /// Sent as `Authorization: Token <token>` (v2).
     pub token: Option<String>,
+    /// For `https://`: the CA (PEM) that signed the server's certificate, for a server
+    /// with its own CA; default: the system's root certificates.
+    pub ca_file: Option<PathBuf>,
 }
 
-/// emoncms: the server's URL (`http://emoncms.lan`) and the write API key.
+/// emoncms: the server's URL (`https://emoncms.org`, `http://emoncms.lan`) and the
+/// write API key.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmoncmsSettings {
     pub url: String,
     pub apikey: String,
+    /// As for InfluxDB.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// One value to export.
@@ -267,83 +278,270 @@ fn seq_of(path: &Path) -> Option<u64> {
     name.strip_suffix(".batch")?.parse().ok()
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum PostError {
-    #[error("{0:?} is not an http:// URL (https is not built in: use a local proxy)")]
-    BadUrl(String),
-    #[error("cannot reach {host}: {error}")]
-    Connect { host: String, error: String },
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    #[error("the server answered {status}: {body}")]
-    Refused { status: u16, body: String },
-    #[error("a broken answer: {0}")]
-    Protocol(String),
+/// Where a sink posts: the URL taken apart once, at start, and for `https://` the TLS
+/// client (trusting its `ca_file`, or the system's root certificates).
+#[derive(Clone)]
+pub struct Endpoint {
+    /// `scheme://authority/path`: the URL without its query, which may hold a key;
+    /// what errors and logs show.
+    shown: String,
+    /// `host:port` to connect to.
+    connect_to: String,
+    /// For the `Host` header: the authority as written.
+    authority: String,
+    /// Path and query, for the request line.
+    target: String,
+    tls: Option<Tls>,
 }
 
-/// POSTs `body` to `url` (`http://host[:port]/path?query`) with `headers`; `Ok` on a
-/// 2xx answer.
+#[derive(Clone)]
+struct Tls {
+    connector: tokio_rustls::TlsConnector,
+    name: ServerName<'static>,
+    host: String,
+    /// What we trust, in words, for an unknown CA.
+    trust: String,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("url", &self.shown)
+            .field("tls", &self.tls.as_ref().map(|t| &t.trust))
+            .finish()
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+/// Why a sink's URL or TLS settings cannot be used. URLs are shown without their query
+/// (where an API key often is) and without a password.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("{url:?} cannot be posted to: {why}")]
+    BadUrl { url: String, why: &'static str },
+    #[error("a CA file is for https:// URLs, and {0:?} is plain http")]
+    CaFileWithoutTls(String),
+    #[error(
+        "https needs root certificates and none were found on this system (install ca-certificates, or set ca_file)"
+    )]
+    NoSystemRoots,
+    #[error(transparent)]
+    CaFile(pvbus_tls::RootsError),
+    #[error("TLS setup: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+impl EndpointError {
+    /// The setting at fault: `url` or `ca_file`.
+    pub fn key(&self) -> &'static str {
+        match self {
+            EndpointError::BadUrl { .. } | EndpointError::NoSystemRoots => "url",
+            _ => "ca_file",
+        }
+    }
+}
+
+/// The URL without its query and without a `user:password@`: what may be shown.
+fn without_query(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or(url);
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+impl Endpoint {
+    /// `url`: `http://` or `https://host[:port][/path][?query]`; `ca_file`: the CA to
+    /// trust for `https://` instead of the system's root certificates.
+    pub fn new(url: &str, ca_file: Option<&Path>) -> Result<Endpoint, EndpointError> {
+        let bad = |why| EndpointError::BadUrl {
+            url: without_query(url),
+            why,
+        };
+        let (https, rest) = if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(bad("it must start with http:// or https://"));
+        };
+        let (authority, target) = match rest.find(['/', '?']) {
+            Some(i) if rest[i..].starts_with('/') => (&rest[..i], rest[i..].to_string()),
+            Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
+            None => (rest, "/".to_string()),
+        };
+        if authority.contains('@') {
+            return Err(bad(
+                "user:password@ in the URL is not supported (InfluxDB: use `token`)",
+            ));
+        }
+        // `host`, `host:port`, `[v6]`, `[v6]:port`.
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(v6) => {
+                let (host, after) = v6
+                    .split_once(']')
+                    .ok_or_else(|| bad("an IPv6 address without its closing `]`"))?;
+                (host, after.strip_prefix(':'))
+            }
+            None => match authority.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            },
+        };
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let port = match port {
+            Some(p) => p
+                .parse::<u16>()
+                .map_err(|_| bad("the port is not a number"))?,
+            None if https => 443,
+            None => 80,
+        };
+        let connect_to = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let tls = if https {
+            let roots = pvbus_tls::roots(ca_file).map_err(|e| match e {
+                pvbus_tls::RootsError::NoSystemRoots => EndpointError::NoSystemRoots,
+                other => EndpointError::CaFile(other),
+            })?;
+            let config = pvbus_tls::client_builder(roots)?.with_no_client_auth();
+            let name = ServerName::try_from(host.to_string())
+                .map_err(|_| bad("the host is not a name a certificate can be checked for"))?;
+            Some(Tls {
+                connector: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+                name,
+                host: host.to_string(),
+                trust: match ca_file {
+                    Some(path) => format!("ca_file {}", path.display()),
+                    None => {
+                        "the system's root certificates; set ca_file for a server with its own CA"
+                            .into()
+                    }
+                },
+            })
+        } else {
+            if ca_file.is_some() {
+                return Err(EndpointError::CaFileWithoutTls(without_query(url)));
+            }
+            None
+        };
+        Ok(Endpoint {
+            shown: without_query(url),
+            connect_to,
+            authority: authority.to_string(),
+            target,
+            tls,
+        })
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.tls.is_some()
+    }
+}
+
+/// Why a batch was not delivered; each names the URL (without its query).
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    #[error("cannot reach {url}: {error}")]
+    Connect { url: String, error: String },
+    #[error("{url}: TLS: {problem}")]
+    Tls { url: String, problem: String },
+    #[error("{url}: no answer within {timeout:?}")]
+    Timeout { url: String, timeout: Duration },
+    #[error("{url} answered {status}: {body}")]
+    Refused {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{url}: a broken answer: {message}")]
+    Protocol { url: String, message: String },
+}
+
+/// The most of an answer we read: a status line, headers and an error message.
+const MAX_ANSWER: usize = 64 * 1024;
+
+/// POSTs `body` to `endpoint` with `headers` (HTTP/1.1, one request per connection,
+/// over TLS for `https://`); `Ok` on a 2xx answer. `timeout` covers it all.
 pub async fn post(
-    url: &str,
+    endpoint: &Endpoint,
     headers: &[(&str, &str)],
     content_type: &str,
     body: &str,
     timeout: Duration,
 ) -> Result<(), PostError> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| PostError::BadUrl(url.to_string()))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if authority.is_empty() {
-        return Err(PostError::BadUrl(url.to_string()));
+    let url = || endpoint.shown.clone();
+    let mut request = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: pvbus-export\r\n",
+        endpoint.target,
+        endpoint.authority,
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
     }
-    let addr = if authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
+    request.push_str("\r\n");
+    request.push_str(body);
     let work = async {
-        let mut stream =
-            tokio::net::TcpStream::connect(&addr)
-                .await
-                .map_err(|e| PostError::Connect {
-                    host: addr.clone(),
-                    error: e.to_string(),
-                })?;
-        let mut request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: pvbus-export\r\n",
-            body.len()
-        );
-        for (k, v) in headers {
-            request.push_str(&format!("{k}: {v}\r\n"));
-        }
-        request.push_str("\r\n");
-        request.push_str(body);
-        let io = |e: std::io::Error| PostError::Protocol(e.to_string());
-        stream.write_all(request.as_bytes()).await.map_err(io)?;
-        let mut answer = Vec::new();
-        stream
-            .take(64 * 1024)
-            .read_to_end(&mut answer)
+        let tcp = tokio::net::TcpStream::connect(&endpoint.connect_to)
             .await
-            .map_err(io)?;
+            .map_err(|e| PostError::Connect {
+                url: url(),
+                error: e.to_string(),
+            })?;
+        let answer = match &endpoint.tls {
+            None => exchange(tcp, request.as_bytes()).await,
+            Some(tls) => {
+                let stream = tls
+                    .connector
+                    .connect(tls.name.clone(), tcp)
+                    .await
+                    .map_err(|e| PostError::Tls {
+                        url: url(),
+                        problem: tls_problem(&e, tls),
+                    })?;
+                exchange(stream, request.as_bytes()).await
+            }
+        }
+        .map_err(|e| PostError::Protocol {
+            url: url(),
+            message: e.to_string(),
+        })?;
         let answer = String::from_utf8_lossy(&answer);
         let status: u16 = answer
-            .split_whitespace()
-            .nth(1)
+            .strip_prefix("HTTP/1.")
+            .and_then(|s| s.split_whitespace().nth(1))
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| PostError::Protocol(answer.lines().next().unwrap_or("").to_string()))?;
+            .ok_or_else(|| PostError::Protocol {
+                url: url(),
+                message: format!(
+                    "not an HTTP answer: {:?}",
+                    answer
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .chars()
+                        .take(80)
+                        .collect::<String>()
+                ),
+            })?;
         if (200..300).contains(&status) {
             Ok(())
         } else {
             let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").trim();
             Err(PostError::Refused {
+                url: url(),
                 status,
                 body: body.chars().take(200).collect(),
             })
@@ -351,7 +549,96 @@ pub async fn post(
     };
     tokio::time::timeout(timeout, work)
         .await
-        .map_err(|_| PostError::Timeout(timeout))?
+        .map_err(|_| PostError::Timeout {
+            url: url(),
+            timeout,
+        })?
+}
+
+/// Writes `request` and reads the answer: to the end of its body when it has a
+/// `Content-Length`, else to the end of the connection (`Connection: close`).
+async fn exchange<S>(mut stream: S, request: &[u8]) -> std::io::Result<Vec<u8>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    stream.write_all(request).await?;
+    stream.flush().await?;
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = match stream.read(&mut chunk).await {
+            Ok(n) => n,
+            // Many servers close a TLS connection without close_notify once the answer
+            // is out; what came before is whole.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !answer.is_empty() => 0,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&chunk[..n]);
+        if answer.len() >= MAX_ANSWER || complete(&answer) {
+            break;
+        }
+    }
+    Ok(answer)
+}
+
+/// Whether `answer` holds its headers and the whole body its `Content-Length` announces.
+fn complete(answer: &[u8]) -> bool {
+    let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let headers = String::from_utf8_lossy(&answer[..end]);
+    let length = headers.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse::<usize>().ok())?
+    });
+    length.is_some_and(|n| answer.len() >= end + 4 + n)
+}
+
+/// What a failed TLS handshake means, in words that say what to check.
+fn tls_problem(error: &std::io::Error, tls: &Tls) -> String {
+    use rustls::CertificateError as Cert;
+    let Some(rustls_error) = pvbus_tls::find_rustls(error) else {
+        return match error.kind() {
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset => {
+                "the server closed the connection during the handshake (is this an https port?)"
+                    .into()
+            }
+            _ => format!("the handshake failed: {error}"),
+        };
+    };
+    match rustls_error {
+        rustls::Error::InvalidCertificate(
+            Cert::NotValidForName | Cert::NotValidForNameContext { .. },
+        ) => format!(
+            "the server's certificate is not valid for the name {:?} (the URL must use a name the certificate lists)",
+            tls.host
+        ),
+        rustls::Error::InvalidCertificate(Cert::UnknownIssuer) => format!(
+            "the server's certificate is not signed by a CA we trust ({})",
+            tls.trust
+        ),
+        rustls::Error::InvalidCertificate(Cert::Expired | Cert::ExpiredContext { .. }) => {
+            "the server's certificate has expired (or this machine's clock is wrong)".into()
+        }
+        rustls::Error::InvalidCertificate(Cert::NotValidYet | Cert::NotValidYetContext { .. }) => {
+            "the server's certificate is not valid yet (is this machine's clock right?)".into()
+        }
+        rustls::Error::InvalidCertificate(other) => {
+            format!("the server's certificate was rejected: {other:?}")
+        }
+        rustls::Error::InvalidMessage(_) => format!(
+            "the handshake failed, the server does not speak TLS ({rustls_error}); is this an http:// port?"
+        ),
+        rustls::Error::AlertReceived(alert) => {
+            format!("the server refused the handshake ({alert:?})")
+        }
+        other => format!("the handshake failed: {other}"),
+    }
 }
 
 /// `application/x-www-form-urlencoded` escaping.
@@ -400,6 +687,60 @@ mod tests {
         );
         assert_eq!(escape("a b,c=d"), "a\\ b\\,c\\=d");
         assert_eq!(form_escape("[1,\"a b\"]"), "%5B1%2C%22a%20b%22%5D");
+    }
+
+    #[test]
+    fn urls_are_taken_apart_and_bad_ones_named_without_their_query() {
+        let e = Endpoint::new("http://nas:8086/write?db=pv&precision=s", None).unwrap();
+        assert_eq!(
+            (
+                e.connect_to.as_str(),
+                e.authority.as_str(),
+                e.target.as_str()
+            ),
+            ("nas:8086", "nas:8086", "/write?db=pv&precision=s")
+        );
+        assert_eq!(e.to_string(), "http://nas:8086/write");
+        assert!(!e.is_https());
+        let e = Endpoint::new("http://[fd00::5]?x=1", None).unwrap();
+        assert_eq!(
+            (e.connect_to.as_str(), e.target.as_str()),
+            ("[fd00::5]:80", "/?x=1")
+        );
+        // https: port 443 and a TLS client (the system's roots are installed here).
+        let e = Endpoint::new("https://emoncms.org/input/bulk?apikey=SECRET", None).unwrap();
+        assert_eq!(e.connect_to, "emoncms.org:443");
+        assert!(e.is_https());
+        assert!(!format!("{e:?} {e}").contains("SECRET"));
+
+        let bad = |url: &str, ca: Option<&Path>, key: &str, words: &str| {
+            let e = Endpoint::new(url, ca).unwrap_err();
+            let text = e.to_string();
+            assert_eq!(e.key(), key, "{text}");
+            assert!(text.contains(words), "{text}");
+            assert!(!text.contains("SECRET"), "{text}");
+        };
+        bad(
+            "ftp://x/?k=SECRET",
+            None,
+            "url",
+            "must start with http:// or https://",
+        );
+        bad("https://:443/x?apikey=SECRET", None, "url", "no host");
+        bad("http://nas:80a/", None, "url", "the port is not a number");
+        bad("http://me:SECRET@nas/", None, "url", "not supported");
+        bad(
+            "http://nas/?apikey=SECRET",
+            Some(Path::new("/ca.pem")),
+            "ca_file",
+            "a CA file is for https:// URLs",
+        );
+        bad(
+            "https://nas/?apikey=SECRET",
+            Some(Path::new("/nonexistent/ca.pem")),
+            "ca_file",
+            "/nonexistent/ca.pem: cannot read",
+        );
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! interval = "60s"
 //! spool_dir = "/var/lib/pvbus/export"
 //! max_spool_bytes = 10485760
-//! influx = { url = "http://nas:8086/api/v2/write?org=home&bucket=pv&precision=s", token = "..." }
-//! emoncms = { url = "http://emoncms.lan", apikey = "..." }
+//! influx = { url = "https://eu-central-1-1.aws.cloud2.influxdata.com/api/v2/write?org=home&bucket=pv&precision=s", token = "..." }
+//! emoncms = { url = "https://emoncms.org", apikey = "..." }
+//! # a self-hosted server with its own CA: ca_file = "/etc/pvbus/home-ca.pem" in either
 //! ```
 //!
 //! Every interval, the last value of each numeric reading goes into the spool (one batch
@@ -21,7 +22,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use pvbus_bus::contract::now_ts;
 use pvbus_plugin_export::{
-    Collector, Settings, Spool, emoncms_bulk, form_escape, influx_lines, post,
+    Collector, Endpoint, EndpointError, Settings, Spool, emoncms_bulk, form_escape, influx_lines,
+    post,
 };
 use pvbus_plugin_sdk::{Event, Plugin, PluginEnv, Shutdown, parse_span};
 use serde_json::json;
@@ -31,16 +33,62 @@ use tracing::{info, warn};
 const HTTP_TIMEOUT: Duration = Duration::from_secs(20);
 const RETRY_MAX: Duration = Duration::from_secs(600);
 
+/// Where each sink posts, checked at start.
+struct Sinks {
+    influx: Option<Endpoint>,
+    /// `Authorization: Token <token>`.
+    influx_auth: Option<String>,
+    emoncms: Option<Endpoint>,
+}
+
+impl Sinks {
+    fn new(id: &str, settings: &Settings) -> anyhow::Result<Sinks> {
+        let key = |sink: &str, e: &EndpointError| format!("plugins.config.{id}.{sink}.{}", e.key());
+        let influx = match &settings.influx {
+            Some(i) => Some(
+                Endpoint::new(&i.url, i.ca_file.as_deref())
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", key("influx", &e)))?,
+            ),
+            None => None,
+        };
+        let emoncms = match &settings.emoncms {
+            Some(e) => {
+                let url = format!(
+                    "{}/input/bulk?apikey={}",
+                    e.url.trim_end_matches('/'),
+                    form_escape(&e.apikey)
+                );
+                Some(
+                    Endpoint::new(&url, e.ca_file.as_deref())
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", key("emoncms", &e)))?,
+                )
+            }
+            None => None,
+        };
+        Ok(Sinks {
+            influx,
+            influx_auth: settings
+                .influx
+                .as_ref()
+                .and_then(|i| i.token.as_ref())
+                .map(|t| format!("Token {t}")),
+            emoncms,
+        })
+    }
+}
+
 /// Sends what waits for every sink, oldest first, until done or a failure.
-async fn flush(settings: &Settings, spool: &Spool) -> Result<usize, String> {
+async fn flush(sinks: &Sinks, spool: &Spool) -> Result<usize, String> {
     let mut sent = 0;
-    if let Some(influx) = &settings.influx {
-        let auth = influx.token.as_ref().map(|t| format!("Token {t}"));
-        let headers: Vec<(&str, &str)> =
-            auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    if let Some(influx) = &sinks.influx {
+        let headers: Vec<(&str, &str)> = sinks
+            .influx_auth
+            .iter()
+            .map(|a| ("Authorization", a.as_str()))
+            .collect();
         while let Some((path, body)) = spool.oldest("influx").map_err(|e| e.to_string())? {
             post(
-                &influx.url,
+                influx,
                 &headers,
                 "text/plain; charset=utf-8",
                 &body,
@@ -52,16 +100,11 @@ async fn flush(settings: &Settings, spool: &Spool) -> Result<usize, String> {
             sent += 1;
         }
     }
-    if let Some(emoncms) = &settings.emoncms {
-        let url = format!(
-            "{}/input/bulk?apikey={}",
-            emoncms.url.trim_end_matches('/'),
-            form_escape(&emoncms.apikey)
-        );
+    if let Some(emoncms) = &sinks.emoncms {
         while let Some((path, body)) = spool.oldest("emoncms").map_err(|e| e.to_string())? {
             let form = format!("data={}", form_escape(&body));
             post(
-                &url,
+                emoncms,
                 &[],
                 "application/x-www-form-urlencoded",
                 &form,
@@ -95,19 +138,7 @@ async fn main() -> anyhow::Result<()> {
             key("")
         );
     }
-    for (name, url) in [
-        ("influx.url", settings.influx.as_ref().map(|i| &i.url)),
-        ("emoncms.url", settings.emoncms.as_ref().map(|e| &e.url)),
-    ] {
-        if let Some(url) = url
-            && !url.starts_with("http://")
-        {
-            bail!(
-                "{}: {url:?}: only http:// is built in (use a local proxy for https)",
-                key(name)
-            );
-        }
-    }
+    let sinks = Sinks::new(&env.id, &settings)?;
     let mut spool = Spool::open(&settings.spool_dir, settings.max_spool_bytes)
         .with_context(|| format!("{}: {}", key("spool_dir"), settings.spool_dir.display()))?;
 
@@ -176,7 +207,7 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
             _ = async { tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)).await }, if retry_at.is_some() => {
-                match flush(&settings, &spool).await {
+                match flush(&sinks, &spool).await {
                     Ok(sent) => {
                         if sent > 0 {
                             last_sent = Some(now_ts());
@@ -217,5 +248,6 @@ const HELP: &str =
 
 Started by `pvbus plugins` from its folder (PVBUS_BROKER, PVBUS_BASE, PVBUS_PLUGIN_ID in
 the environment); settings in [plugins.config.<id>]: interval, spool_dir, max_spool_bytes,
-influx = { url, token }, emoncms = { url, apikey } (http:// only). Batches wait on disk while
+influx = { url, token, ca_file }, emoncms = { url, apikey, ca_file } (http:// or https://;
+ca_file: the CA of a self-hosted server, default the system's roots). Batches wait on disk while
 the internet is down (bounded); <base>/<id>/spool/state says what waits. See docs/plugins.md.";

@@ -2,52 +2,15 @@
 //! services are unreachable (the internet is down), wait on disk, and reach a real HTTP
 //! server (standing in for InfluxDB and emoncms) in order once it is up.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+mod common;
+
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::Server;
 use pvbus_testkit::{Child, Mosquitto, Recorder, free_port, mosquitto_pub};
 
 const WAIT: Duration = Duration::from_secs(15);
-
-/// One request seen by the server: its request line and body.
-type Seen = Arc<Mutex<Vec<(String, String)>>>;
-
-/// A minimal HTTP server answering 204 to everything.
-fn serve(port: u16) -> Seen {
-    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
-    let seen: Seen = Arc::default();
-    let s = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request_line = String::new();
-            reader.read_line(&mut request_line).unwrap();
-            let mut length = 0;
-            loop {
-                let mut h = String::new();
-                reader.read_line(&mut h).unwrap();
-                if h == "\r\n" || h.is_empty() {
-                    break;
-                }
-                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap();
-                }
-            }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
-            s.lock().unwrap().push((
-                request_line.trim().to_string(),
-                String::from_utf8(body).unwrap(),
-            ));
-            let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
-        }
-    });
-    seen
-}
 
 #[test]
 fn history_waits_on_disk_while_the_internet_is_down() {
@@ -104,12 +67,16 @@ fn history_waits_on_disk_while_the_internet_is_down() {
     assert!(state.contains("cannot reach"), "{state}");
 
     // The internet comes back: everything arrives, oldest first, and the spool empties.
-    let seen = serve(http);
+    let server = Server::plain(http);
     rec.wait_for("pvbus/export/spool/state", WAIT, |p| {
         p.contains("\"queued_batches\":0")
     })
     .expect("the spool empties");
-    let seen = seen.lock().unwrap().clone();
+    let seen: Vec<(String, String)> = server
+        .requests()
+        .into_iter()
+        .map(|r| (r.line, r.body))
+        .collect();
     let influx: Vec<&(String, String)> = seen
         .iter()
         .filter(|(l, _)| l.contains("/api/v2/write"))
@@ -137,4 +104,92 @@ fn history_waits_on_disk_while_the_internet_is_down() {
         emoncms[0].1,
         "data=%5B%5B1000%2C%22mppt%22%2C%7B%22pv_power%22%3A100.0%7D%5D%5D"
     );
+}
+
+/// The newest batch waiting for `sink`, if any.
+fn newest_batch(spool: &std::path::Path, sink: &str) -> Option<String> {
+    let mut files: Vec<_> = std::fs::read_dir(spool.join(sink))
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "batch"))
+        .collect();
+    files.sort();
+    std::fs::read_to_string(files.last()?).ok()
+}
+
+#[test]
+fn a_full_spool_drops_the_oldest_batches_counts_them_and_keeps_the_newest() {
+    let broker = Mosquitto::start();
+    let rec = Recorder::start(broker.addr(), "pvbus/export/#");
+    let spool = tempfile::tempdir().unwrap();
+    let http = free_port(); // the internet is down
+    // Each batch is one 39-byte line: two fit in 80 bytes.
+    let settings = serde_json::json!({
+        "interval": "300ms",
+        "spool_dir": spool.path(),
+        "max_spool_bytes": 80,
+        "influx": {"url": format!("http://127.0.0.1:{http}/write?db=pv&precision=s")},
+    });
+    let _export = Child::spawn(
+        "pvbus-export",
+        Command::new(env!("CARGO_BIN_EXE_pvbus-export"))
+            .env("PVBUS_BROKER", format!("127.0.0.1:{}", broker.port))
+            .env("PVBUS_PLUGIN_ID", "export")
+            .env("PVBUS_PLUGIN_CONFIG", settings.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    rec.expect("pvbus/export/status", "online", WAIT);
+    let line = |ts: u32, watts: u32| format!("mppt,source=vedirect pv_power={watts} {ts}\n");
+    assert_eq!(line(1000, 100).len(), 39);
+    for (ts, watts) in [
+        (1000, 100),
+        (1060, 110),
+        (1120, 120),
+        (1180, 130),
+        (1240, 140),
+    ] {
+        mosquitto_pub(
+            broker.addr(),
+            &[
+                "-t",
+                "pvbus/vedirect/mppt/state",
+                "-m",
+                &format!(r#"{{"ts":{ts},"pv_power":{watts}}}"#),
+            ],
+        );
+        let deadline = Instant::now() + WAIT;
+        while newest_batch(spool.path(), "influx") != Some(line(ts, watts)) {
+            assert!(
+                Instant::now() < deadline,
+                "the batch of {ts} never reached the spool"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let state = rec
+        .wait_for("pvbus/export/spool/state", WAIT, |p| {
+            p.contains("\"dropped_batches\":3")
+        })
+        .expect("three batches dropped, and counted");
+    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(
+        (
+            state["queued_batches"].as_u64(),
+            state["queued_bytes"].as_u64()
+        ),
+        (Some(2), Some(78)),
+        "{state}"
+    );
+
+    // Back online: the two newest arrive, in order; the three oldest are gone for good.
+    let server = Server::plain(http);
+    let state = rec
+        .wait_for("pvbus/export/spool/state", WAIT, |p| {
+            p.contains("\"queued_batches\":0")
+        })
+        .expect("the spool empties");
+    assert!(state.contains("\"dropped_batches\":3"), "{state}");
+    let bodies: Vec<String> = server.requests().into_iter().map(|r| r.body).collect();
+    assert_eq!(bodies, [line(1180, 130), line(1240, 140)]);
 }

@@ -5,10 +5,17 @@
 //! Layout:
 //! - [`Mac`] and [`magic_packet`]/[`wake`]: the wake-on-LAN magic packet, sent by UDP
 //!   broadcast;
-//! - [`knock`]: whether a host answers — a TCP connection attempt, where a refusal counts
-//!   as an answer (the host is up, the port closed), so it needs no privileges (ICMP ping
-//!   does) and works on any host that is not firewalled to silence;
+//! - [`ping`]: whether a host answers ICMP echo — what PvMonit's rule asked ("while a
+//!   computer answers ping"), and what answers for a laptop whose firewall drops every
+//!   TCP port — on an unprivileged ICMP datagram socket, else a raw one (root);
+//! - [`knock`]: whether a host answers a TCP connection attempt, where a refusal counts
+//!   as an answer (the host is up, the port closed): no privileges needed, for hosts that
+//!   drop ping, and the fallback when this process may not send ICMP;
 //! - `main.rs`: the `pvbus-wol` plugin (hosts' presence as devices, `wake/set` commands).
+
+pub mod ping;
+
+pub use ping::{IcmpNotAllowed, IcmpSocket, Pinger};
 
 use std::fmt;
 use std::net::{SocketAddr, UdpSocket};

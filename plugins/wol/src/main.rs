@@ -9,9 +9,15 @@
 //! [[plugins.config.wol.host]]
 //! name = "laptop"
 //! address = "192.168.1.20"      # a name or an address
-//! port = 22                     # knocked by TCP; a refusal counts as up (default 22)
+//! method = "ping"               # ICMP echo (default), or "tcp": a knock on `port`
+//! port = 22                     # the knock's port; a refusal counts as up (default 22)
 //! mac = "aa:bb:cc:dd:ee:ff"     # optional: enables <base>/<id>/laptop/wake/set
 //! ```
+//!
+//! `ping` needs an ICMP socket: a datagram one (the process's group in
+//! `net.ipv4.ping_group_range`, the default with systemd ≥ 243) or a raw one (root or
+//! CAP_NET_RAW). When neither is allowed, or a host has no IPv4 address, its `ping` is a
+//! TCP knock on its `port` instead, said once in the log; each state says which answered.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -19,7 +25,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use pvbus_plugin_sdk::parse_span;
 use pvbus_plugin_sdk::{Event, Plugin, PluginEnv, Shutdown};
-use pvbus_plugin_wol::{Mac, Presence, knock, wake};
+use pvbus_plugin_wol::{Mac, Pinger, Presence, knock, wake};
 use serde::Deserialize;
 use serde_json::json;
 use tracing::{info, warn};
@@ -49,9 +55,22 @@ impl Default for Settings {
 struct Host {
     name: String,
     address: String,
+    #[serde(default)]
+    method: Method,
     #[serde(default = "default_port")]
     port: u16,
     mac: Option<String>,
+}
+
+/// How a host is asked whether it is up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Method {
+    /// ICMP echo; a TCP knock when this process may not send ICMP.
+    #[default]
+    Ping,
+    /// A TCP knock on `port`: for hosts that drop ping.
+    Tcp,
 }
 
 fn default_port() -> u16 {
@@ -109,30 +128,80 @@ fn check(id: &str, s: &Settings) -> anyhow::Result<Checked> {
     })
 }
 
-async fn resolve(host: &Host) -> Option<SocketAddr> {
-    tokio::net::lookup_host((host.address.as_str(), host.port))
+/// The host's addresses with its port; IPv4 first (ping is IPv4).
+async fn resolve(host: &Host) -> Vec<SocketAddr> {
+    let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.address.as_str(), host.port))
         .await
-        .ok()?
-        .next()
+        .map(Iterator::collect)
+        .unwrap_or_default();
+    addrs.sort_by_key(|a| !a.is_ipv4());
+    addrs
 }
 
-async fn check_hosts(plugin: &Plugin, settings: &Settings, timeout: Duration) {
+/// Asks one host, by ping when it can; returns what answered and how.
+async fn probe(host: &Host, pinger: Option<&Pinger>, timeout: Duration) -> (Presence, Method) {
+    let addrs = resolve(host).await;
+    let Some(&first) = addrs.first() else {
+        return (Presence::Down, host.method);
+    };
+    if host.method == Method::Ping
+        && let Some(pinger) = pinger
+        && let SocketAddr::V4(v4) = first
+    {
+        return (pinger.ping(*v4.ip(), timeout).await, Method::Ping);
+    }
+    (knock(first, timeout).await, Method::Tcp)
+}
+
+async fn check_hosts(
+    plugin: &Plugin,
+    settings: &Settings,
+    pinger: Option<&Pinger>,
+    timeout: Duration,
+) {
     let mut up = 0;
     for host in &settings.host {
-        let presence = match resolve(host).await {
-            Some(addr) => knock(addr, timeout).await,
-            None => Presence::Down,
+        let (presence, method) = probe(host, pinger, timeout).await;
+        let method = match method {
+            Method::Ping => "ping",
+            Method::Tcp => "tcp",
         };
         let state = match presence {
             Presence::Up(latency) => {
                 up += 1;
-                json!({"reachable": true, "latency": (latency.as_secs_f64() * 1e4).round() / 1e4})
+                json!({"reachable": true, "latency": (latency.as_secs_f64() * 1e4).round() / 1e4, "method": method})
             }
-            Presence::Down => json!({"reachable": false, "latency": null}),
+            Presence::Down => json!({"reachable": false, "latency": null, "method": method}),
         };
         plugin.publish_state(&host.name, state);
     }
     plugin.publish_state("presence", json!({"hosts_up": up, "any_up": up > 0}));
+}
+
+/// The ICMP socket, when a host wants ping; the one line that says why there is none.
+fn open_pinger(settings: &Settings) -> Option<Pinger> {
+    let pinged: Vec<&str> = settings
+        .host
+        .iter()
+        .filter(|h| h.method == Method::Ping)
+        .map(|h| h.name.as_str())
+        .collect();
+    if pinged.is_empty() {
+        return None;
+    }
+    match Pinger::open() {
+        Ok(pinger) => {
+            info!("ping on an ICMP {:?} socket", pinger.kind());
+            Some(pinger)
+        }
+        Err(e) => {
+            warn!(
+                "{e}. Hosts with method \"ping\" ({}) are knocked by TCP on their port instead: one that drops every port will look absent",
+                pinged.join(", ")
+            );
+            None
+        }
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -144,6 +213,7 @@ async fn main() -> anyhow::Result<()> {
     let env = PluginEnv::from_env()?;
     let settings: Settings = env.settings()?;
     let checked = check(&env.id, &settings)?;
+    let pinger = open_pinger(&settings);
     let (plugin, mut inbox) = Plugin::connect_with(&env);
     plugin.subscribe_commands();
     let (mut shutdown, _trigger) = Shutdown::on_signals();
@@ -156,7 +226,7 @@ async fn main() -> anyhow::Result<()> {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = ticks.tick() => check_hosts(&plugin, &settings, checked.timeout).await,
+            _ = ticks.tick() => check_hosts(&plugin, &settings, pinger.as_ref(), checked.timeout).await,
             event = inbox.recv() => {
                 let Some(event) = event else { break };
                 if matches!(event, Event::Connected) {
@@ -172,7 +242,7 @@ async fn main() -> anyhow::Result<()> {
                         },
                         None => plugin.report_error(&cmd.topic, format!("{} has no `mac` in the configuration", cmd.device)),
                     },
-                    (_, "check") => check_hosts(&plugin, &settings, checked.timeout).await,
+                    (_, "check") => check_hosts(&plugin, &settings, pinger.as_ref(), checked.timeout).await,
                     _ => {
                         warn!(topic = %cmd.topic, "unknown command");
                         plugin.report_error(&cmd.topic, "unknown command: use <host>/wake/set or presence/check/set");
@@ -191,7 +261,9 @@ const HELP: &str =
 
 Started by `pvbus plugins` from its folder (PVBUS_BROKER, PVBUS_BASE, PVBUS_PLUGIN_ID in
 the environment); settings in [plugins.config.<id>]: interval, timeout, broadcast, and
-[[plugins.config.<id>.host]] name, address, port (TCP knock; a refusal counts as up), mac.
-Publishes <base>/<id>/<host>/state {\"reachable\":..,\"latency\":..} and
+[[plugins.config.<id>.host]] name, address, method (\"ping\": ICMP echo, the default, or
+\"tcp\": a knock on port, where a refusal counts as up), port (default 22), mac. Without
+permission for ICMP, ping falls back to the TCP knock (said once in the log).
+Publishes <base>/<id>/<host>/state {\"reachable\":..,\"latency\":..,\"method\":..} and
 <base>/<id>/presence/state {\"hosts_up\":..,\"any_up\":..}; <base>/<id>/<host>/wake/set sends a
 magic packet. See docs/plugins.md.";
