@@ -147,9 +147,18 @@ async fn without_permission_for_icmp_ping_falls_back_to_the_tcp_knock_and_says_w
             {"name": "firewalled", "address": "127.0.0.1", "port": silent.addr.port()},
         ],
     });
+    // `nobody` must be able to reach the binary: the checkout may sit under a folder only
+    // root can enter (/root), so run a copy from a folder anyone can read.
+    let copy_dir = tempfile::tempdir().unwrap();
+    let binary = copy_dir.path().join("pvbus-wol");
+    std::fs::copy(env!("CARGO_BIN_EXE_pvbus-wol"), &binary).unwrap();
+    for path in [copy_dir.path(), binary.as_path()] {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
     let mut wol = Child::spawn(
         "pvbus-wol",
-        Command::new(env!("CARGO_BIN_EXE_pvbus-wol"))
+        Command::new(&binary)
             .uid(NOBODY)
             .gid(NOBODY)
             .env("PVBUS_BROKER", format!("127.0.0.1:{}", broker.port))
