@@ -30,6 +30,7 @@ use rumqttc::{AsyncClient, ConnectionError, EventLoop, LastWill, MqttOptions, Pa
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
+use crate::backoff::Backoff;
 use crate::config::BusConfig;
 use crate::contract::{ErrorReport, OFFLINE, ONLINE, now_ts};
 use crate::topics::Topics;
@@ -494,7 +495,7 @@ async fn drive(
     stopped: oneshot::Sender<()>,
 ) {
     let connected = link.connected;
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let mut failures: u32 = 0;
     loop {
         match eventloop.poll().await {
@@ -622,55 +623,5 @@ fn replay(inner: &Inner) {
             qos: QoS::AtLeastOnce,
             retain: true,
         });
-    }
-}
-
-/// 200 ms doubling to 10 s, with up to 25 % jitter.
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(200);
-    const MAX: Duration = Duration::from_secs(10);
-
-    fn new() -> Backoff {
-        Backoff { next: Self::FIRST }
-    }
-
-    fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        // Cheap jitter without a RNG dependency: the clock's nanoseconds and our pid.
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
-            ^ std::process::id().wrapping_mul(2_654_435_761);
-        let jitter = base.mul_f64(f64::from(seed % 1000) / 4000.0);
-        base + jitter
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_caps() {
-        let mut b = Backoff::new();
-        let first = b.next_delay();
-        assert!(first >= Backoff::FIRST && first <= Backoff::FIRST.mul_f64(1.25));
-        for _ in 0..20 {
-            b.next_delay();
-        }
-        let capped = b.next_delay();
-        assert!(capped >= Backoff::MAX && capped <= Backoff::MAX.mul_f64(1.25));
-        b.reset();
-        assert!(b.next_delay() <= Backoff::FIRST.mul_f64(1.25));
     }
 }

@@ -52,6 +52,26 @@ pub trait Section: DeserializeOwned {
     fn validate(&self) -> Result<(), ConfigError>;
 }
 
+/// A duration in a configuration file: seconds (`600`) or as people write it (`"10m"`,
+/// `"1h30m"`, see [`crate::contract::parse_duration`]), for
+/// `#[serde(deserialize_with = "pvbus_bus::config::duration")]`.
+pub fn duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<std::time::Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Seconds(u64),
+        Text(String),
+    }
+    match Written::deserialize(deserializer)? {
+        Written::Seconds(seconds) => Ok(std::time::Duration::from_secs(seconds)),
+        Written::Text(text) => {
+            crate::contract::parse_duration(&text).map_err(serde::de::Error::custom)
+        }
+    }
+}
+
 /// The environment variables that override the file: `PVBUS_<SECTION>__<KEY>` only.
 /// Other `PVBUS_` variables are settings of the process, not of the file
 /// (`PVBUS_LOG`, `PVBUS_LOG_FORMAT`, `PVBUS_CONFIG`, a plugin's `PVBUS_BROKER`): taken

@@ -15,6 +15,7 @@
 //! - [`shutdown`]: one signal (SIGTERM, Ctrl-C, or programmatic) that every task watches.
 //! - [`logging`]: structured logs with `tracing`, plain or JSON.
 
+pub mod backoff;
 pub mod client;
 pub mod config;
 pub mod contract;

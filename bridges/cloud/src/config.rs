@@ -22,8 +22,7 @@ use std::time::Duration;
 
 use pvbus_bus::ConfigError;
 use pvbus_bus::config::Section;
-use pvbus_bus::contract::parse_duration;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -47,9 +46,9 @@ pub struct CloudConfig {
     pub forward: Vec<String>,
     /// Command topic filters, relative to both bases, taken in from the remote.
     pub accept: Vec<String>,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "pvbus_bus::config::duration")]
     pub state_interval: Duration,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "pvbus_bus::config::duration")]
     pub keep_alive: Duration,
 }
 
@@ -261,20 +260,6 @@ fn check_filter(filter: &str) -> Result<(), &'static str> {
         }
     }
     Ok(())
-}
-
-/// `60` (seconds) or `"1m"`.
-fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Written {
-        Seconds(u64),
-        Text(String),
-    }
-    match Written::deserialize(deserializer)? {
-        Written::Seconds(seconds) => Ok(Duration::from_secs(seconds)),
-        Written::Text(text) => parse_duration(&text).map_err(serde::de::Error::custom),
-    }
 }
 
 #[cfg(test)]

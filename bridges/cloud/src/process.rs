@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use pvbus_bus::backoff::Backoff;
 use pvbus_bus::contract::{OFFLINE, ONLINE, now_ts};
 use pvbus_bus::{Bus, BusConfig, Event, Message, Shutdown};
 use rumqttc::{AsyncClient, EventLoop, LastWill, MqttOptions, Packet, QoS, Transport};
@@ -284,7 +285,9 @@ async fn drive_link(
     events: mpsc::UnboundedSender<LinkEvent>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut backoff = Backoff::new();
+    // 1 s doubling to 5 min: a remote that is down for hours is not hammered over a
+    // metered link, and sites do not all come back at once.
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
     loop {
         if *stop.borrow() {
             return;
@@ -406,53 +409,4 @@ fn options(config: &CloudConfig, router: &Router) -> Result<MqttOptions, String>
         ));
     }
     Ok(options)
-}
-
-/// 1 s doubling to 5 min, with up to 25 % jitter: a remote that is down for hours is
-/// not hammered over a metered link, and sites do not all come back at once.
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_secs(1);
-    const MAX: Duration = Duration::from_secs(300);
-
-    fn new() -> Backoff {
-        Backoff { next: Self::FIRST }
-    }
-
-    fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
-            ^ std::process::id().wrapping_mul(2_654_435_761);
-        base + base.mul_f64(f64::from(seed % 1000) / 4000.0)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_to_five_minutes_with_jitter() {
-        let mut b = Backoff::new();
-        let first = b.next_delay();
-        assert!(first >= Backoff::FIRST && first <= Backoff::FIRST.mul_f64(1.25));
-        for _ in 0..20 {
-            b.next_delay();
-        }
-        let capped = b.next_delay();
-        assert!(capped >= Backoff::MAX && capped <= Backoff::MAX.mul_f64(1.25));
-        b.reset();
-        assert!(b.next_delay() <= Backoff::FIRST.mul_f64(1.25));
-    }
 }

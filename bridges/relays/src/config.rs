@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use pvbus_bus::ConfigError;
 use pvbus_bus::config::Section;
-use pvbus_bus::contract::{parse_duration, validate_id};
+use pvbus_bus::contract::validate_id;
 use pvbus_hardware::GpioConfig;
 use serde::{Deserialize, Deserializer};
 
@@ -32,7 +32,7 @@ pub struct RelaysConfig {
     pub state_dir: PathBuf,
     /// Auto-on relays go off when neither an `auto/set` nor a rules heartbeat has
     /// arrived for this long.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "pvbus_bus::config::duration")]
     pub stale_after: Duration,
     /// The history file is rotated past this size (one older file is kept).
     pub history_max_bytes: u64,
@@ -179,20 +179,6 @@ fn relay_id<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Err
         Id::Text(text) => text,
         Id::Number(number) => number.to_string(),
     })
-}
-
-/// `600` (seconds) or `"10m"`.
-fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Written {
-        Seconds(u64),
-        Text(String),
-    }
-    match Written::deserialize(deserializer)? {
-        Written::Seconds(seconds) => Ok(Duration::from_secs(seconds)),
-        Written::Text(text) => parse_duration(&text).map_err(serde::de::Error::custom),
-    }
 }
 
 #[cfg(test)]
