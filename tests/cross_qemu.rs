@@ -32,25 +32,17 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+#[path = "support/demo.rs"]
+mod support_demo;
+
 use pvbus_testkit::{Child, Recorder, free_port, mosquitto_pub, wait_for_listener};
 use serde_json::Value;
+use support_demo::{DEMO_PROCESSES, demo_copy};
 
 /// Emulated start-up is slow (each process is a qemu instance translating code).
 const ONLINE_WITHIN: Duration = Duration::from_secs(90);
 /// Once everything is up, how long a round trip through the emulated processes may take.
 const WAIT: Duration = Duration::from_secs(30);
-/// Every process examples/demo.toml runs, each with its `pvbus/<name>/status`; checked
-/// against the supervisor's `pvbus/supervisor/processes` (plus the supervisor itself).
-const PROCESSES: [&str; 8] = [
-    "broker",
-    "supervisor",
-    "vedirect",
-    "relays",
-    "rules",
-    "homeassistant",
-    "tm1638",
-    "lcd",
-];
 /// The relays of examples/demo.toml, in order: TM1638 button and digit n are relay n.
 const RELAYS: [&str; 2] = ["water_heater", "pump"];
 
@@ -139,7 +131,7 @@ fn run_demo(target: &Target) {
     let dir = tempfile::tempdir().unwrap();
     let shim = compile_shim(target, dir.path());
     let port = free_port();
-    let config = demo_copy(dir.path(), port);
+    let config = demo_config(dir.path(), port);
 
     let log = dir.path().join("run.log");
     let started = Instant::now();
@@ -175,7 +167,7 @@ fn run_demo(target: &Target) {
     let fail = |what: String| -> ! { panic!("{}: {what}\n{}", target.triple, logs(&log)) };
 
     // Every process the demo runs is online, and the supervisor runs no other.
-    for process in PROCESSES {
+    for process in DEMO_PROCESSES {
         let topic = format!("pvbus/{process}/status");
         if recorder
             .wait_for(&topic, ONLINE_WITHIN, |p| p == "online")
@@ -201,7 +193,7 @@ fn run_demo(target: &Target) {
     );
     let supervised = supervised_processes(&recorder)
         .unwrap_or_else(|| fail("no pvbus/supervisor/processes with every child running".into()));
-    let expected: BTreeSet<String> = PROCESSES
+    let expected: BTreeSet<String> = DEMO_PROCESSES
         .iter()
         .filter(|p| **p != "supervisor")
         .map(|p| p.to_string())
@@ -473,16 +465,14 @@ fn compile_shim(target: &Target, dir: &Path) -> PathBuf {
 }
 
 /// examples/demo.toml with its folders under `dir` and its embedded broker on `port`.
-fn demo_copy(dir: &Path, port: u16) -> PathBuf {
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo.toml");
-    let text = fs::read_to_string(&demo).unwrap();
-    assert!(text.contains("/tmp/pvbus-demo") && text.contains("127.0.0.1:1883"));
-    let text = text
-        .replace("/tmp/pvbus-demo", &dir.join("demo").display().to_string())
-        .replace("127.0.0.1:1883", &format!("127.0.0.1:{port}"));
-    let path = dir.join("demo.toml");
-    fs::write(&path, text).unwrap();
-    path
+fn demo_config(dir: &Path, port: u16) -> PathBuf {
+    demo_copy(
+        dir,
+        &[
+            ("/tmp/pvbus-demo", &dir.join("demo").display().to_string()),
+            ("127.0.0.1:1883", &format!("127.0.0.1:{port}")),
+        ],
+    )
 }
 
 /// The next state of `topic` (JSON) whose `ts` differs from `not_ts`.

@@ -28,44 +28,26 @@ use pvbus_hardware::SimLog;
 use pvbus_testkit::{Child, Recorder, free_port, wait_for_listener};
 use serde_json::Value;
 
+#[path = "support/demo.rs"]
+mod support_demo;
+
+use support_demo::{DEMO_PROCESSES, demo_copy};
+
 const PVBUS: &str = env!("CARGO_BIN_EXE_pvbus");
 const WAIT: Duration = Duration::from_secs(30);
-/// Every process examples/demo.toml runs, as named on `pvbus/<process>/status`.
-const PROCESSES: [&str; 8] = [
-    "broker",
-    "supervisor",
-    "vedirect",
-    "relays",
-    "rules",
-    "homeassistant",
-    "tm1638",
-    "lcd",
-];
 
 /// examples/demo.toml with its port, folder and clock moved (see the module's comment).
-/// Each replaced text must be in the file: if the demo changes, this test says what to
-/// update rather than silently testing something else.
-fn demo_config(dir: &Path, port: u16) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo.toml");
-    let mut text = fs::read_to_string(&path).unwrap();
-    let replacements = [
-        ("127.0.0.1:1883", format!("127.0.0.1:{port}")),
-        ("/tmp/pvbus-demo", dir.display().to_string()),
-        (
-            "start_time = \"11:40\"",
-            "start_time = \"13:00\"".to_string(),
-        ),
-        ("time_scale = 60", "time_scale = 300".to_string()),
-        ("min_on = \"2m\"", "min_on = \"20s\"".to_string()),
-    ];
-    for (from, to) in replacements {
-        assert!(
-            text.contains(from),
-            "examples/demo.toml no longer contains {from:?}: update tests/demo.rs"
-        );
-        text = text.replace(from, &to);
-    }
-    text
+fn demo_config(dir: &Path, demo: &Path, port: u16) -> PathBuf {
+    demo_copy(
+        dir,
+        &[
+            ("127.0.0.1:1883", &format!("127.0.0.1:{port}")),
+            ("/tmp/pvbus-demo", &demo.display().to_string()),
+            ("start_time = \"11:40\"", "start_time = \"13:00\""),
+            ("time_scale = 60", "time_scale = 300"),
+            ("min_on = \"2m\"", "min_on = \"20s\""),
+        ],
+    )
 }
 
 fn json(payload: &str) -> Value {
@@ -109,8 +91,7 @@ fn the_demo_as_shipped_comes_online_restarts_a_killed_process_and_its_rules_use_
     let demo = dir.path().join("demo");
     fs::create_dir(&demo).unwrap();
     let port = free_port();
-    let config: PathBuf = dir.path().join("demo.toml");
-    fs::write(&config, demo_config(&demo, port)).unwrap();
+    let config = demo_config(dir.path(), &demo, port);
     let log = fs::File::create(dir.path().join("run.log")).unwrap();
     let read_log = || fs::read_to_string(dir.path().join("run.log")).unwrap_or_default();
 
@@ -132,7 +113,7 @@ fn the_demo_as_shipped_comes_online_restarts_a_killed_process_and_its_rules_use_
     let rec = Recorder::start(format!("127.0.0.1:{port}").parse().unwrap(), "#");
 
     // 1. Every process online.
-    for process in PROCESSES {
+    for process in DEMO_PROCESSES {
         let topic = format!("pvbus/{process}/status");
         assert!(
             rec.wait_for(&topic, WAIT, |p| p == "online").is_some(),
@@ -273,7 +254,7 @@ fn the_demo_as_shipped_comes_online_restarts_a_killed_process_and_its_rules_use_
         "pvbus run did not stop cleanly: {status:?}\n{}",
         read_log()
     );
-    for process in PROCESSES.iter().filter(|p| **p != "broker") {
+    for process in DEMO_PROCESSES.iter().filter(|p| **p != "broker") {
         let topic = format!("pvbus/{process}/status");
         assert_eq!(
             rec.last(&topic).as_deref(),

@@ -256,15 +256,20 @@ fn settings_are_written_over_hex_and_the_volatile_limit_is_kept() {
     );
     rec.expect("pvbus/vedirect/mppt_roof/charge_current_limit", "5", WAIT);
     wait_json(&rec, state, |v| v["battery_current"].as_f64() == Some(5.0));
-    rec.clear();
-    std::thread::sleep(Duration::from_secs(10));
-    let currents: Vec<f64> = rec
-        .all()
-        .iter()
-        .filter(|s| s.topic == state)
-        .map(|s| json(&s.payload)["battery_current"].as_f64().unwrap())
-        .collect();
-    assert!(currents.len() >= 8, "{currents:?}");
+    // The charging currents the device reports over the next 10 s.
+    let currents_for_10_s = || {
+        rec.clear();
+        std::thread::sleep(Duration::from_secs(10));
+        let currents: Vec<f64> = rec
+            .all()
+            .iter()
+            .filter(|s| s.topic == state)
+            .map(|s| json(&s.payload)["battery_current"].as_f64().unwrap())
+            .collect();
+        assert!(currents.len() >= 8, "{currents:?}");
+        currents
+    };
+    let currents = currents_for_10_s();
     assert!(
         currents.iter().all(|&a| a <= 5.0),
         "limit lost: {currents:?}"
@@ -273,17 +278,10 @@ fn settings_are_written_over_hex_and_the_volatile_limit_is_kept() {
     // The bridge dies and comes back: the bus still says 5 A, so the new bridge keeps
     // the limit in force too, longer than the device remembers it.
     bridge_process.kill9();
+    rec.clear();
     let _bridge = bridge(&broker, dir.path(), &["mppt"], "volatile_refresh = 2");
     rec.expect("pvbus/vedirect/status", "online", WAIT);
-    rec.clear();
-    std::thread::sleep(Duration::from_secs(10));
-    let currents: Vec<f64> = rec
-        .all()
-        .iter()
-        .filter(|s| s.topic == state)
-        .map(|s| json(&s.payload)["battery_current"].as_f64().unwrap())
-        .collect();
-    assert!(currents.len() >= 8, "{currents:?}");
+    let currents = currents_for_10_s();
     assert!(
         currents.iter().all(|&a| a <= 5.0),
         "limit lost across the bridge's restart: {currents:?}"

@@ -13,6 +13,11 @@ use pvbus_testkit::{
     Child, DemoBroker, DemoStack, Mosquitto, Recorder, free_port, wait_for_listener,
 };
 
+#[path = "../support/demo.rs"]
+mod support_demo;
+
+use support_demo::demo_copy;
+
 pub const PVBUS: &str = env!("CARGO_BIN_EXE_pvbus");
 
 /// The stack of the test kit ([`DemoStack`], which it derefs to: `dir`, `config`,
@@ -137,24 +142,17 @@ impl Stack {
 /// /tmp/pvbus-demo. (The broker is external so that the test does not depend on how the
 /// embedded one is built; the cookbook's commands do not care which broker it is.)
 pub fn demo_config(port: u16, dir: &Path) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let demo = std::fs::read_to_string(root.join("examples/demo.toml")).expect("the demo");
-    let marks = ["[bus]\n", "[broker]\n", "/tmp/pvbus-demo"];
-    assert!(
-        marks.iter().all(|m| demo.contains(m)),
-        "examples/demo.toml no longer has {marks:?}: update this test"
-    );
-    let text = demo
-        .replacen(
-            "[bus]\n",
-            &format!("[bus]\nexternal_broker = \"127.0.0.1:{port}\"\n"),
-            1,
-        )
-        .replacen("[broker]\n", "[broker]\nenabled = false\n", 1)
-        .replace("/tmp/pvbus-demo", &dir.display().to_string());
-    let path = dir.join("demo.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    demo_copy(
+        dir,
+        &[
+            (
+                "[bus]\n",
+                &format!("[bus]\nexternal_broker = \"127.0.0.1:{port}\"\n"),
+            ),
+            ("[broker]\n", "[broker]\nenabled = false\n"),
+            ("/tmp/pvbus-demo", &dir.display().to_string()),
+        ],
+    )
 }
 
 /// `pvbus run` on the demo (see [`demo_config`]), once its processes are online and the
@@ -170,19 +168,17 @@ pub fn start_demo(broker: &Mosquitto, dir: &Path) -> (Child, PathBuf) {
 /// instead of /tmp/pvbus-demo) change. Returns once the panel is online too, with the
 /// broker's address.
 pub fn start_demo_embedded(dir: &Path) -> (Child, std::net::SocketAddr) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let demo = std::fs::read_to_string(root.join("examples/demo.toml")).expect("the demo");
-    let listen = "listen = \"127.0.0.1:1883\"";
-    assert!(
-        demo.contains(listen) && demo.contains("/tmp/pvbus-demo"),
-        "examples/demo.toml no longer has {listen} and /tmp/pvbus-demo: update this test"
-    );
     let port = free_port();
-    let text = demo
-        .replacen(listen, &format!("listen = \"127.0.0.1:{port}\""), 1)
-        .replace("/tmp/pvbus-demo", &dir.display().to_string());
-    let config = dir.join("demo.toml");
-    std::fs::write(&config, text).unwrap();
+    let config = demo_copy(
+        dir,
+        &[
+            (
+                "listen = \"127.0.0.1:1883\"",
+                &format!("listen = \"127.0.0.1:{port}\""),
+            ),
+            ("/tmp/pvbus-demo", &dir.display().to_string()),
+        ],
+    );
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let demo = run_demo(&config, addr, dir, &["tm1638", "lcd"]);
     (demo, addr)
