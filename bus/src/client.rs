@@ -143,6 +143,8 @@ struct Inner {
     client_id: String,
     /// A process announces itself (`online`, `offline`, last will); a tool does not.
     announces: bool,
+    /// `<base>/<process>/status`, compared with every incoming topic.
+    status_topic: String,
     topics: Topics,
     tx: mpsc::UnboundedSender<Outgoing>,
     remembered: Mutex<Remembered>,
@@ -261,6 +263,7 @@ impl Bus {
             process: process.to_string(),
             client_id,
             announces,
+            status_topic: status_topic.clone(),
             topics,
             tx,
             remembered: Mutex::new(Remembered::default()),
@@ -512,7 +515,7 @@ async fn drive(
             Ok(rumqttc::Event::Incoming(Packet::Publish(p))) => {
                 if let Some(inner) = bus.upgrade()
                     && inner.announces
-                    && p.topic == inner.topics.process_status(&inner.process)
+                    && p.topic == inner.status_topic
                 {
                     if p.payload.as_ref() == OFFLINE.as_bytes() && !*closing.borrow() {
                         // We are connected, so this `offline` is a stale last will: that of
@@ -596,7 +599,7 @@ async fn drain_until_closed(eventloop: &mut EventLoop) {
 
 fn announce_online(inner: &Inner) {
     let _ = inner.tx.send(Outgoing::Publish {
-        topic: inner.topics.process_status(&inner.process),
+        topic: inner.status_topic.clone(),
         payload: Bytes::from_static(ONLINE.as_bytes()),
         qos: QoS::AtLeastOnce,
         retain: true,
@@ -608,9 +611,9 @@ fn replay(inner: &Inner) {
         announce_online(inner);
         // Our own status, to answer a late last will of a previous connection (see
         // `drive`); after `online`, so the retained copy we get back is that one.
-        let _ = inner.tx.send(Outgoing::Subscribe(vec![
-            inner.topics.process_status(&inner.process),
-        ]));
+        let _ = inner
+            .tx
+            .send(Outgoing::Subscribe(vec![inner.status_topic.clone()]));
     }
     let r = inner.remembered.lock().expect("bus lock poisoned");
     if !r.subscriptions.is_empty() {

@@ -239,6 +239,22 @@ impl Topics {
             .then_some((device, setting))
     }
 
+    /// `(device, setting)` of a setting's state topic of `bridge`
+    /// (`<base>/<bridge>/<device>/<setting>`), for `setting` among `settings`.
+    pub fn parse_device_setting<'t>(
+        &self,
+        bridge: &str,
+        topic: &'t str,
+        settings: &[&str],
+    ) -> Option<(&'t str, &'t str)> {
+        let rest = self
+            .strip_base(topic)?
+            .strip_prefix(bridge)?
+            .strip_prefix('/')?;
+        let (device, setting) = rest.split_once('/')?;
+        (!device.is_empty() && settings.contains(&setting)).then_some((device, setting))
+    }
+
     // --- supervisor (added by the supervisor's author, issue 2) ------------------------
 
     /// `<base>/supervisor/processes`: the children of `pvbus run` (pid, state, restarts,
@@ -458,6 +474,25 @@ mod tests {
             "pvbus/vedirect//load_output/set",
         ] {
             assert_eq!(t.parse_device_setting_set("vedirect", not), None, "{not}");
+        }
+        let limit = ["charge_current_limit"];
+        let state = t.device_setting("vedirect", "mppt", "charge_current_limit");
+        assert_eq!(
+            t.parse_device_setting("vedirect", &state, &limit),
+            Some(("mppt", "charge_current_limit"))
+        );
+        for not in [
+            "pvbus/vedirect/mppt/charge_current_limit/set",
+            "pvbus/vedirect/mppt/load_output",
+            "pvbus/vedirect/mppt/state",
+            "pvbus/vedirectx/mppt/charge_current_limit",
+            "pvbus/vedirect//charge_current_limit",
+        ] {
+            assert_eq!(
+                t.parse_device_setting("vedirect", not, &limit),
+                None,
+                "{not}"
+            );
         }
     }
 

@@ -526,23 +526,14 @@ impl Bridge {
     /// it is rewritten. Only retained copies count, and only for devices not already kept.
     fn resume_kept(&mut self, m: &Message) -> bool {
         let topics = self.bus.topics().clone();
-        let Some(rest) = topics
-            .relative(&m.topic)
-            .and_then(|r| r.strip_prefix(PROCESS))
-            .and_then(|r| r.strip_prefix('/'))
+        let setting = Setting::ChargeCurrentLimit;
+        let Some((device, _)) = topics.parse_device_setting(PROCESS, &m.topic, &[setting.name()])
         else {
             return false;
         };
-        let Some((device, setting)) = rest.split_once('/') else {
-            return false;
-        };
-        if setting != Setting::ChargeCurrentLimit.name() {
-            return false;
-        }
         if !m.retain || self.kept.contains_key(device) {
             return true;
         }
-        let setting = Setting::ChargeCurrentLimit;
         let Ok(text) = m.text() else { return true };
         match setting.parse(text) {
             Ok(target) if target != Target::NoLimit => {
