@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Server;
-use pvbus_testkit::{Child, Mosquitto, Recorder, free_port, mosquitto_pub};
+use common::{Server, export, reading};
+use pvbus_testkit::{Mosquitto, Recorder, free_port, mosquitto_pub};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -24,15 +23,7 @@ fn history_waits_on_disk_while_the_internet_is_down() {
         "influx": {"url": format!("http://127.0.0.1:{http}/api/v2/write?org=home&bucket=pv&precision=s"), "token": "secret"},
         "emoncms": {"url": format!("http://127.0.0.1:{http}"), "apikey": "KEY"},
     });
-    let _export = Child::spawn(
-        "pvbus-export",
-        Command::new(env!("CARGO_BIN_EXE_pvbus-export"))
-            .env("PVBUS_BROKER", format!("127.0.0.1:{}", broker.port))
-            .env("PVBUS_PLUGIN_ID", "export")
-            .env("PVBUS_PLUGIN_CONFIG", settings.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let _export = export(&broker, &settings);
     rec.expect("pvbus/export/status", "online", WAIT);
 
     // Three readings, one per batch interval, while the services are unreachable.
@@ -130,17 +121,9 @@ fn a_full_spool_drops_the_oldest_batches_counts_them_and_keeps_the_newest() {
         "max_spool_bytes": 80,
         "influx": {"url": format!("http://127.0.0.1:{http}/write?db=pv&precision=s")},
     });
-    let _export = Child::spawn(
-        "pvbus-export",
-        Command::new(env!("CARGO_BIN_EXE_pvbus-export"))
-            .env("PVBUS_BROKER", format!("127.0.0.1:{}", broker.port))
-            .env("PVBUS_PLUGIN_ID", "export")
-            .env("PVBUS_PLUGIN_CONFIG", settings.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let _export = export(&broker, &settings);
     rec.expect("pvbus/export/status", "online", WAIT);
-    let line = |ts: u32, watts: u32| format!("mppt,source=vedirect pv_power={watts} {ts}\n");
+    let line = |ts: u64, watts: u32| format!("mppt,source=vedirect pv_power={watts} {ts}\n");
     assert_eq!(line(1000, 100).len(), 39);
     for (ts, watts) in [
         (1000, 100),
@@ -149,15 +132,7 @@ fn a_full_spool_drops_the_oldest_batches_counts_them_and_keeps_the_newest() {
         (1180, 130),
         (1240, 140),
     ] {
-        mosquitto_pub(
-            broker.addr(),
-            &[
-                "-t",
-                "pvbus/vedirect/mppt/state",
-                "-m",
-                &format!(r#"{{"ts":{ts},"pv_power":{watts}}}"#),
-            ],
-        );
+        reading(&broker, ts, watts);
         let deadline = Instant::now() + WAIT;
         while newest_batch(spool.path(), "influx") != Some(line(ts, watts)) {
             assert!(

@@ -7,38 +7,13 @@
 mod common;
 
 use std::io::Write as _;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Ca, Server};
+use common::{Ca, Server, export, reading};
 use pvbus_plugin_export::{Endpoint, post};
-use pvbus_testkit::{Child, Mosquitto, Recorder, free_port, mosquitto_pub};
+use pvbus_testkit::{Mosquitto, Recorder, free_port};
 
 const WAIT: Duration = Duration::from_secs(15);
-
-fn export(broker: &Mosquitto, settings: &serde_json::Value) -> Child {
-    Child::spawn(
-        "pvbus-export",
-        Command::new(env!("CARGO_BIN_EXE_pvbus-export"))
-            .env("PVBUS_BROKER", format!("127.0.0.1:{}", broker.port))
-            .env("PVBUS_PLUGIN_ID", "export")
-            .env("PVBUS_PLUGIN_CONFIG", settings.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    )
-}
-
-fn reading(broker: &Mosquitto, ts: u64, watts: u32) {
-    mosquitto_pub(
-        broker.addr(),
-        &[
-            "-t",
-            "pvbus/vedirect/mppt/state",
-            "-m",
-            &format!(r#"{{"ts":{ts},"pv_power":{watts}}}"#),
-        ],
-    );
-}
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;

@@ -7,9 +7,11 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use pvbus_testkit::{Child, Mosquitto, mosquitto_pub};
 use pvbus_tls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use pvbus_tls::rustls::{self, ServerConfig, ServerConnection, StreamOwned};
 
@@ -176,4 +178,30 @@ impl Ca {
             .unwrap();
         Arc::new(config)
     }
+}
+
+/// `pvbus-export` as the plugins runner starts it, on `broker` with `settings`.
+pub fn export(broker: &Mosquitto, settings: &serde_json::Value) -> Child {
+    Child::spawn(
+        "pvbus-export",
+        Command::new(env!("CARGO_BIN_EXE_pvbus-export"))
+            .env("PVBUS_BROKER", format!("127.0.0.1:{}", broker.port))
+            .env("PVBUS_PLUGIN_ID", "export")
+            .env("PVBUS_PLUGIN_CONFIG", settings.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+}
+
+/// The MPPT's state at `ts`, producing `watts`.
+pub fn reading(broker: &Mosquitto, ts: u64, watts: u32) {
+    mosquitto_pub(
+        broker.addr(),
+        &[
+            "-t",
+            "pvbus/vedirect/mppt/state",
+            "-m",
+            &format!(r#"{{"ts":{ts},"pv_power":{watts}}}"#),
+        ],
+    );
 }
